@@ -1,0 +1,35 @@
+# One command each: `make demo`, `make test`, `make bench`, `make docs`.
+# Each creates .venv when absent and installs the project into it first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+INSTALLED := $(VENV)/.installed
+BENCH_INSTALLED := $(VENV)/.bench-installed
+
+.PHONY: demo test bench docs clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(INSTALLED): pyproject.toml constraints.txt | $(PY)
+	$(PIP) install --quiet -c constraints.txt -e ".[test,torch,vision,dask]"
+	touch $@
+
+$(BENCH_INSTALLED): $(INSTALLED)
+	$(PIP) install --quiet -c constraints.txt -e ".[bench]"
+	touch $@
+
+demo: $(INSTALLED)
+	$(PY) -m skdict demo
+
+test: $(INSTALLED)
+	$(PY) -m pytest
+
+bench: $(BENCH_INSTALLED)
+	$(PY) benchmarks/bench_pursuit.py
+	$(PY) benchmarks/bench_ksvd.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

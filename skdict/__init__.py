@@ -1,0 +1,8 @@
+"""skdict: sparse dictionaries for taking vision transformers apart."""
+
+from .ksvd import DoubleBatchKSVD
+from .pursuit import sparse_encode
+
+__version__ = "0.1.0.dev0"
+
+__all__ = ["DoubleBatchKSVD", "sparse_encode", "__version__"]

@@ -1,0 +1,541 @@
+"""DoubleBatchKSVD: K-SVD with batched pursuit and batched parallel atom updates."""
+
+import math
+import time
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from tqdm.auto import tqdm
+
+from ._atom_update import atom_positions, find_duplicates, subtract_codes, update_atoms
+from ._base import _BaseDictionary
+from ._parallel import thread_limits
+from ._sparse import stack_csr
+from ._validation import check_dictionary, check_n_nonzero_coefs, validate_samples
+from .metrics import _relative_errors, _row_norms
+from .pursuit import GramEncoder, chunk_rows
+
+# Atoms closer than this (|cos|) to a more-used atom are re-seeded.
+_DUPLICATE_COS = 0.99
+# Power iterations for each atom's rank-1 update. They start from the current
+# atom, which is already close to the leading singular vector after the first
+# few K-SVD iterations.
+_N_POWER_ITER = 2
+
+
+class DoubleBatchKSVD(_BaseDictionary):
+    """Sparse dictionary learning by K-SVD, batched over samples and over atoms.
+
+    Learns a dictionary ``D`` (``components_``, unit-norm rows) such that
+    ``X ≈ A D`` with at most `n_nonzero_coefs` non-zeros in each row of ``A``.
+    Each iteration
+
+    1. codes a batch of rows by batched (orthogonal) matching pursuit on the
+       Gram matrix ``D Dᵀ`` (:func:`skdict.pursuit.sparse_encode`);
+    2. updates the atoms in batches of `atom_batch_size`: every atom of a batch
+       takes, from the same residual and in parallel, the leading singular pair
+       of the residual restricted to the rows that use it (power iteration, no
+       full SVD), as K-SVD does one atom at a time;
+    3. re-seeds atoms that are unused, rarely used, or near-duplicates of a
+       more used atom (``|cos| > 0.99``) with the directions of the
+       worst-reconstructed rows' residuals, as Aharon et al. (2006) do.
+
+    This is the DB-KSVD scheme: batches of samples (`batch_size`) and batches of
+    atoms (`atom_batch_size`) make K-SVD scale to millions of rows and tens of
+    thousands of atoms.
+
+    Parameters
+    ----------
+    n_components : int, default=256
+        Number of atoms.
+    n_nonzero_coefs : int, default=10
+        Maximum number of atoms per row, at most `n_components`.
+    pursuit : {"omp", "mp"}, default="omp"
+        Sparse coder: orthogonal matching pursuit, or matching pursuit with a
+        least-squares refit of its support (faster, slightly worse supports).
+    pursuit_tol : float, default=None
+        Stop coding a row once ``||x - x_hat|| / ||x|| <= pursuit_tol``.
+    max_iter : int, default=50
+        Number of iterations (coding + dictionary update), each on one batch.
+    tol : float, default=1e-4
+        Stop when the relative change of the signal recovered (``error_``)
+        between consecutive iterations (with `batch_size`: between consecutive
+        epochs' means) falls below `tol`. 0 disables the check.
+    batch_size : int, default=None
+        Rows per iteration, drawn without replacement epoch by epoch. None uses
+        every row in every iteration (classic K-SVD).
+    atom_batch_size : int or "auto", default="auto"
+        Atoms updated together from the same residual. 1 is sequential K-SVD.
+        "auto" uses ``clip(n_components // 32, 1, 256)``.
+    nested_groups : array-like of int, default=None
+        Increasing sizes of dictionary prefixes, ending at `n_components`, for
+        Matryoshka-style nesting: group ``g`` (atoms between consecutive sizes)
+        codes the residual left by the groups before it with its share of
+        `n_nonzero_coefs` (split as evenly as possible, earlier groups first),
+        and is updated on that residual, so that every prefix is a good
+        dictionary on its own. E.g. ``(32, 128, 256)``.
+    init : {"data", "random"} or array-like of shape (n_components, n_features), \
+            default="data"
+        Initial atoms: random distinct non-zero rows of X (padded with random
+        directions if X has fewer rows than atoms), random Gaussian directions,
+        or the given array. Atoms are normalised.
+    sparse_output : bool, default=False
+        Whether :meth:`transform` returns a ``scipy.sparse.csr_matrix``.
+    backend : {"auto", "numba"}, default="auto"
+        Compute backend. "auto" uses numba on the CPU.
+    device : {"cpu"}, default="cpu"
+        Device of the backend.
+    n_jobs : int, default=None
+        Threads for numba kernels and BLAS. None or -1: all threads numba may
+        use (joblib workers lower that to avoid oversubscription).
+    max_time : float, default=None
+        Stop after the iteration that exceeds this many seconds of fitting.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialisation, the sample minibatches and the atom order.
+    verbose : int, default=0
+        Show a progress bar with the signal recovered when > 0.
+    callback : callable, default=None
+        Called as ``callback(locals())`` after each iteration; fitting stops if
+        it returns True.
+
+    Attributes
+    ----------
+    components_ : ndarray of shape (n_components, n_features)
+        Unit-norm atoms, in the dtype of the training data.
+    n_iter_ : int
+        Iterations run (accumulated over :meth:`partial_fit` calls).
+    error_ : ndarray of shape (n_iter_,)
+        Signal recovered, ``1 - mean ||x - x_hat|| / ||x||``, on each
+        iteration's batch after its dictionary update.
+    atom_usage_ : ndarray of shape (n_components,)
+        Number of rows of the last iteration's batch whose code uses each atom.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Feature names, when X has string column names.
+
+    See Also
+    --------
+    sklearn.decomposition.MiniBatchDictionaryLearning : Online l1 dictionary learning.
+    skdict.pursuit.sparse_encode : The batched sparse coder used here.
+
+    References
+    ----------
+    M. Aharon, M. Elad and A. Bruckstein, "K-SVD: An Algorithm for Designing
+    Overcomplete Dictionaries for Sparse Representation", IEEE TSP, 2006.
+
+    R. Rubinstein, M. Zibulevsky and M. Elad, "Efficient Implementation of the
+    K-SVD Algorithm using Batch Orthogonal Matching Pursuit", 2008.
+
+    Examples
+    --------
+    >>> from skdict import DoubleBatchKSVD
+    >>> from skdict.datasets import make_sparse_signals
+    >>> from skdict.metrics import atom_recovery_rate
+    >>> X, D_true, _ = make_sparse_signals(random_state=0)
+    >>> ksvd = DoubleBatchKSVD(n_components=50, n_nonzero_coefs=3, max_iter=80,
+    ...                        random_state=0).fit(X)
+    >>> ksvd.transform(X[:2]).shape
+    (2, 50)
+    >>> atom_recovery_rate(D_true, ksvd.components_) > 0.9
+    True
+    """
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "n_nonzero_coefs": [Interval(Integral, 1, None, closed="left")],
+        "pursuit": [StrOptions({"omp", "mp"})],
+        "pursuit_tol": [Interval(Real, 0, 1, closed="left"), None],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "atom_batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "nested_groups": ["array-like", None],
+        "init": [StrOptions({"data", "random"}), "array-like"],
+        "sparse_output": ["boolean"],
+        "backend": [StrOptions({"auto", "numba"})],
+        "device": [StrOptions({"cpu"})],
+        "n_jobs": [Integral, None],
+        "max_time": [Interval(Real, 0, None, closed="neither"), None],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "callback": [callable, None],
+    }
+
+    def __init__(
+        self,
+        n_components=256,
+        *,
+        n_nonzero_coefs=10,
+        pursuit="omp",
+        pursuit_tol=None,
+        max_iter=50,
+        tol=1e-4,
+        batch_size=None,
+        atom_batch_size="auto",
+        nested_groups=None,
+        init="data",
+        sparse_output=False,
+        backend="auto",
+        device="cpu",
+        n_jobs=None,
+        max_time=None,
+        random_state=None,
+        verbose=0,
+        callback=None,
+    ):
+        self.n_components = n_components
+        self.n_nonzero_coefs = n_nonzero_coefs
+        self.pursuit = pursuit
+        self.pursuit_tol = pursuit_tol
+        self.max_iter = max_iter
+        self.tol = tol
+        self.batch_size = batch_size
+        self.atom_batch_size = atom_batch_size
+        self.nested_groups = nested_groups
+        self.init = init
+        self.sparse_output = sparse_output
+        self.backend = backend
+        self.device = device
+        self.n_jobs = n_jobs
+        self.max_time = max_time
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callback = callback
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Learn the dictionary from X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data; float32 is kept as float32.
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        self : DoubleBatchKSVD
+            Fitted estimator.
+        """
+        X = validate_samples(self, X, reset=True, min_samples=2)
+        self._start(X)
+        self._train(X, self.max_iter, reseed_last=False)
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y=None):
+        """Run one iteration (coding + dictionary update) on the batch X.
+
+        The first call initialises the dictionary from X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            One batch of training data.
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        self : DoubleBatchKSVD
+            Updated estimator.
+        """
+        first = not hasattr(self, "components_")
+        X = validate_samples(self, X, reset=first)
+        if first:
+            self._start(X)
+        self._train(X, 1, reseed_last=True)
+        return self
+
+    def _start(self, X):
+        """Check parameters against X and set the initial state."""
+        check_n_nonzero_coefs(self.n_nonzero_coefs, self.n_components)
+        self._groups = _group_bounds(self.nested_groups, self.n_components, self.n_nonzero_coefs)
+        self._rng = check_random_state(self.random_state)
+        self.components_ = _initial_components(self.init, X, self.n_components, self._rng)
+        self.n_iter_ = 0
+        self.error_ = np.empty(0)
+        self.atom_usage_ = np.zeros(self.n_components, dtype=np.int64)
+
+    def _atom_batch_size(self):
+        if self.atom_batch_size == "auto":
+            return int(np.clip(self.n_components // 32, 1, 256))
+        return min(self.atom_batch_size, self.n_components)
+
+    def _encoder(self, D, gram=None):
+        return _GroupedEncoder(D, self._groups, self.pursuit, self.pursuit_tol, gram)
+
+    def _encode(self, X, sparse_output):
+        with thread_limits(self.n_jobs):
+            D = self.components_.astype(X.dtype, copy=False)
+            return self._encoder(D).encode(X, sparse_output)
+
+    def _train(self, X, n_iter, reseed_last):
+        D = self.components_.astype(X.dtype, copy=False)
+        history = []
+        start = time.perf_counter()
+        window = _tol_window(X.shape[0], self.batch_size)
+        batches = _minibatches(X.shape[0], self.batch_size, self._rng)
+        # Full-batch mode keeps the last iteration's codes, so that coding never
+        # makes a row worse and a re-seeding that does not pay off is undone.
+        previous = None
+        with thread_limits(self.n_jobs), tqdm(
+            total=n_iter, disable=not self.verbose, desc=type(self).__name__, unit="it"
+        ) as bar:
+            gram = D @ D.T
+            for iteration in range(n_iter):
+                rows = next(batches)
+                X_batch = X if rows is None else X[rows]
+                codes = self._encoder(D, gram).encode(X_batch, sparse_output=True)
+                if previous is not None:
+                    codes = previous.merge(X_batch, D, gram, codes)
+                residual, usage = self._update_dictionary(X_batch, D, codes)
+                errors = _relative_errors(X_batch, residual)
+                signal = 1.0 - errors.mean()
+                history.append(signal)
+                gram = D @ D.T
+                reseeded = None
+                if reseed_last or iteration < n_iter - 1:
+                    reseeded = _reseed(D, residual, usage, gram)
+                if rows is None:
+                    previous = _PreviousCodes(codes, errors, reseeded)
+                self.n_iter_ += 1
+                self.atom_usage_ = usage
+                bar.set_postfix(signal_recovered=f"{signal:.4f}")
+                bar.update()
+                if self.callback is not None and self.callback(locals()):
+                    break
+                if _converged(history, window, self.tol):
+                    break
+                if self.max_time is not None and time.perf_counter() - start > self.max_time:
+                    break
+        self.components_ = D
+        self.error_ = np.concatenate([self.error_, history])
+
+    def _update_dictionary(self, X, D, codes):
+        """K-SVD update of every group's atoms, in place; return (residual, usage)."""
+        indptr, indices, data = codes.indptr, codes.indices, codes.data
+        atom_ptr, atom_rows, atom_pos = atom_positions(indptr, indices, D.shape[0])
+        residual = np.array(X, dtype=D.dtype, order="C", copy=True)
+        x_norms = _row_norms(X)
+        atom_batch = self._atom_batch_size()
+        for lo, hi, _ in self._groups:
+            subtract_codes(residual, indptr, indices, data, D, lo, hi)
+            order = lo + self._rng.permutation(hi - lo)
+            update_atoms(
+                residual, D, indptr, indices, data, atom_ptr, atom_rows, atom_pos,
+                order, atom_batch, x_norms, _N_POWER_ITER,
+            )
+        return residual, np.diff(atom_ptr)
+
+
+class _GroupedEncoder:
+    """Codes rows group by group, each group on the residual of the ones before.
+
+    With a single group this is plain :class:`~skdict.pursuit.GramEncoder`.
+    """
+
+    def __init__(self, D, groups, pursuit, tol, gram=None):
+        self.D = D
+        self.groups = groups
+        self.encoders = [
+            GramEncoder(
+                D[lo:hi], k, pursuit, tol,
+                None if gram is None else np.ascontiguousarray(gram[lo:hi, lo:hi]),
+            )
+            for lo, hi, k in groups
+        ]
+
+    def encode(self, X, sparse_output):
+        if len(self.encoders) == 1:
+            return self.encoders[0].encode(X, sparse_output)
+        step = chunk_rows(self.D.shape[0], X.dtype.itemsize)
+        blocks = [self._encode_chunk(X[s:s + step]) for s in range(0, X.shape[0], step)]
+        codes = stack_csr(blocks, self.D.shape[0], X.dtype)
+        return codes if sparse_output else codes.toarray()
+
+    def _encode_chunk(self, X):
+        residual = np.array(X, order="C", copy=True)
+        parts = []
+        for encoder in self.encoders:
+            codes = encoder.encode(residual, sparse_output=True)
+            subtract_codes(
+                residual, codes.indptr, codes.indices, codes.data, encoder.dictionary,
+                0, encoder.n_atoms,
+            )
+            parts.append(codes)
+        return sp.hstack(parts, format="csr")
+
+
+def _group_bounds(nested_groups, n_components, n_nonzero_coefs):
+    """(start, stop, n_nonzero_coefs) of each atom group."""
+    if nested_groups is None:
+        return [(0, n_components, n_nonzero_coefs)]
+    sizes = np.asarray(nested_groups)
+    if (
+        sizes.ndim != 1
+        or sizes.size == 0
+        or not np.issubdtype(sizes.dtype, np.integer)
+        or sizes[0] < 1
+        or np.any(np.diff(sizes) <= 0)
+        or sizes[-1] != n_components
+    ):
+        raise ValueError(
+            "nested_groups must be increasing positive ints ending at n_components="
+            f"{n_components}, e.g. ({n_components // 4}, {n_components}); got "
+            f"{nested_groups!r}."
+        )
+    n_groups = sizes.size
+    if n_nonzero_coefs < n_groups:
+        raise ValueError(
+            f"n_nonzero_coefs={n_nonzero_coefs} is smaller than the {n_groups} "
+            "nested_groups; each group needs at least one non-zero coefficient."
+        )
+    shares = np.full(n_groups, n_nonzero_coefs // n_groups)
+    shares[: n_nonzero_coefs % n_groups] += 1
+    starts = np.concatenate([[0], sizes[:-1]])
+    bounds = []
+    for lo, hi, k in zip(starts, sizes, shares):
+        if k > hi - lo:
+            raise ValueError(
+                f"nested group of atoms {lo}..{hi} has {hi - lo} atoms but gets {k} "
+                "non-zero coefficients; use larger groups or fewer n_nonzero_coefs."
+            )
+        bounds.append((int(lo), int(hi), int(k)))
+    return bounds
+
+
+def _initial_components(init, X, n_components, rng):
+    n_features = X.shape[1]
+    if isinstance(init, str) and init == "data":
+        norms = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64))
+        chosen = rng.permutation(np.flatnonzero(norms > 0))[:n_components]
+        D = np.empty((n_components, n_features), dtype=np.float64)
+        D[: chosen.size] = X[chosen] / norms[chosen, None]
+        D[chosen.size :] = rng.standard_normal((n_components - chosen.size, n_features))
+    elif isinstance(init, str):
+        D = rng.standard_normal((n_components, n_features))
+    else:
+        D = check_dictionary(init, n_features, name="init").astype(np.float64)
+        if D.shape[0] != n_components:
+            raise ValueError(
+                f"init has {D.shape[0]} atoms but n_components={n_components}; pass "
+                f"an array of shape ({n_components}, {n_features})."
+            )
+    norms = np.linalg.norm(D, axis=1)
+    if np.any(norms == 0):
+        raise ValueError("init contains an all-zero atom; every atom needs a direction.")
+    return np.ascontiguousarray(D / norms[:, None], dtype=X.dtype)
+
+
+def _minibatches(n_samples, batch_size, rng):
+    """Yield row indices of each iteration's batch; None means all rows."""
+    if batch_size is None or batch_size >= n_samples:
+        while True:
+            yield None
+    while True:
+        perm = rng.permutation(n_samples)
+        for start in range(0, n_samples - batch_size + 1, batch_size):
+            yield np.sort(perm[start : start + batch_size])
+
+
+def _tol_window(n_samples, batch_size):
+    """Iterations per epoch: the window over which convergence is judged."""
+    if batch_size is None or batch_size >= n_samples:
+        return 1
+    return n_samples // batch_size
+
+
+def _converged(history, window, tol):
+    if tol == 0 or len(history) < 2 * window:
+        return False
+    current = np.mean(history[-window:])
+    previous = np.mean(history[-2 * window : -window])
+    return abs(current - previous) <= tol * max(abs(previous), 1e-12)
+
+
+def _reseed(D, residual, usage, gram):
+    """Replace unused, rarely used and duplicated atoms, in place.
+
+    An atom is rarely used when fewer rows than a quarter of the mean usage use
+    it; only the least used one percent of atoms (at least one) are replaced per
+    call, so that dictionaries with a long tail of legitimately rare atoms do not
+    churn. New atoms are the residual directions of the worst-reconstructed
+    rows, one row per atom. Updates ``gram`` in place and returns the replaced
+    atoms' indices and old values (None when nothing was replaced).
+    """
+    n_atoms = D.shape[0]
+    rare = np.flatnonzero((usage > 0) & (usage < usage.mean() / 4))
+    rare = rare[np.argsort(usage[rare], kind="stable")][: max(1, n_atoms // 100)]
+    dead = find_duplicates(gram, usage, _DUPLICATE_COS) | (usage == 0)
+    dead[rare] = True
+    dead = np.flatnonzero(dead)
+    errors = np.einsum("ij,ij->i", residual, residual, dtype=np.float64)
+    worst = np.argsort(-errors, kind="stable")[: dead.size]
+    worst = worst[errors[worst] > 0]
+    dead = dead[: worst.size]
+    if dead.size == 0:
+        return None
+    old_atoms = D[dead].copy()
+    D[dead] = residual[worst] / np.sqrt(errors[worst])[:, None]
+    _refresh_gram(gram, D, dead)
+    return dead, old_atoms
+
+
+def _refresh_gram(gram, D, atoms):
+    rows = D[atoms] @ D.T
+    gram[atoms, :] = rows
+    gram[:, atoms] = rows.T
+
+
+class _PreviousCodes:
+    """Last full-batch iteration's codes, consistent with the dictionary it left.
+
+    K-SVD's coding step is greedy, so a fresh code can be worse than last
+    iteration's code for the same row. :meth:`merge` keeps, row by row, the
+    better of the two, which makes coding a descent step. If atoms were
+    re-seeded since, rows using them lost their code; when the fresh codes
+    cannot make up for that in total, the re-seeding is undone.
+    """
+
+    def __init__(self, codes, errors, reseeded):
+        self.codes = codes
+        self.errors = errors
+        self.reseeded = reseeded
+
+    def merge(self, X, D, gram, codes):
+        """Return the merged codes; may restore re-seeded atoms of D and gram."""
+        new_errors = _relative_errors(X, _residual(X, D, codes))
+        stale = np.zeros(X.shape[0], dtype=bool)
+        if self.reseeded is not None:
+            dead, old_atoms = self.reseeded
+            uses_dead = np.zeros(D.shape[0], dtype=bool)
+            uses_dead[dead] = True
+            stale = np.asarray(
+                self.codes.multiply(uses_dead[None, :]).getnnz(axis=1) > 0
+            )
+            best = np.where(stale, new_errors, np.minimum(new_errors, self.errors))
+            if best.mean() > self.errors.mean():
+                D[dead] = old_atoms
+                _refresh_gram(gram, D, dead)
+                return self.codes
+        keep_old = (self.errors < new_errors) & ~stale
+        if not keep_old.any():
+            return codes
+        merged = sp.diags((~keep_old).astype(X.dtype)) @ codes
+        merged = merged + sp.diags(keep_old.astype(X.dtype)) @ self.codes
+        merged = sp.csr_matrix(merged, dtype=X.dtype)
+        merged.eliminate_zeros()
+        return merged
+
+
+def _residual(X, D, codes):
+    residual = np.array(X, dtype=D.dtype, order="C", copy=True)
+    subtract_codes(residual, codes.indptr, codes.indices, codes.data, D, 0, D.shape[0])
+    return residual

@@ -1,0 +1,284 @@
+import pickle
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.utils.estimator_checks import estimator_checks_generator
+
+from skdict import DoubleBatchKSVD
+from skdict.datasets import make_sparse_signals
+from skdict.metrics import atom_recovery_rate, signal_recovered
+from skdict.pursuit import sparse_encode
+
+
+def _estimator_checks():
+    estimator = DoubleBatchKSVD(n_components=8, n_nonzero_coefs=1, max_iter=5, random_state=0)
+    checks = []
+    for est, check in estimator_checks_generator(estimator, mark="skip"):
+        name = getattr(check, "func", check).__name__
+        # skdict does not claim array-API support; sklearn skips this check
+        # anyway unless SCIPY_ARRAY_API is set.
+        if name != "check_array_api_input":
+            checks.append(pytest.param(est, check, id=name))
+    return checks
+
+
+@pytest.mark.parametrize("estimator, check", _estimator_checks())
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def test_ksvd_paper_synthetic_recovery():
+    """Aharon, Elad & Bruckstein (2006): 20x50 uniform dictionary, 1500 signals of 3
+    atoms, 20 dB noise, OMP with 3 coefficients, 80 iterations. They report ~95%."""
+    rates = []
+    for seed in range(5):
+        X, D_true, _ = make_sparse_signals(random_state=seed)
+        ksvd = DoubleBatchKSVD(50, n_nonzero_coefs=3, max_iter=80, tol=0, random_state=seed)
+        rates.append(atom_recovery_rate(D_true, ksvd.fit(X).components_))
+    assert np.mean(rates) >= 0.90, rates
+
+
+@pytest.mark.parametrize("atom_batch_size", [1, 10])
+def test_full_batch_signal_recovered_never_decreases(atom_batch_size):
+    X, _, _ = make_sparse_signals(random_state=3)
+    ksvd = DoubleBatchKSVD(
+        50, n_nonzero_coefs=3, max_iter=40, tol=0, atom_batch_size=atom_batch_size,
+        random_state=0,
+    ).fit(X)
+    assert ksvd.n_iter_ == 40
+    assert np.diff(ksvd.error_).min() >= -1e-6
+    assert ksvd.error_[-1] > ksvd.error_[0] + 0.1
+
+
+def test_error_history_is_signal_recovered_of_the_fit():
+    X, _, _ = make_sparse_signals(n_samples=400, random_state=0)
+    ksvd = DoubleBatchKSVD(50, n_nonzero_coefs=3, max_iter=5, tol=0, random_state=0).fit(X)
+    recoded = ksvd.inverse_transform(ksvd.transform(X))
+    # the last history entry is measured on the codes before the final re-coding,
+    # which can only be worse than fresh OMP codes by the greedy margin
+    assert abs(signal_recovered(X, recoded) - ksvd.error_[-1]) < 0.02
+
+
+def test_float32_is_preserved_end_to_end():
+    X, _, _ = make_sparse_signals(n_samples=300, dtype=np.float32, random_state=0)
+    ksvd = DoubleBatchKSVD(50, n_nonzero_coefs=3, max_iter=3, random_state=0).fit(X)
+    assert ksvd.components_.dtype == np.float32
+    codes = ksvd.transform(X)
+    assert codes.dtype == np.float32
+    assert ksvd.inverse_transform(codes).dtype == np.float32
+    ksvd.set_params(sparse_output=True)
+    assert ksvd.transform(X).dtype == np.float32
+
+
+def test_same_random_state_gives_identical_components():
+    X, _, _ = make_sparse_signals(n_samples=300, random_state=0)
+    params = dict(n_components=50, n_nonzero_coefs=3, max_iter=5, batch_size=100)
+    a = DoubleBatchKSVD(**params, random_state=7).fit(X).components_
+    b = DoubleBatchKSVD(**params, random_state=7).fit(X).components_
+    c = DoubleBatchKSVD(**params, random_state=8).fit(X).components_
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_components_are_unit_norm():
+    X, _, _ = make_sparse_signals(n_samples=300, random_state=0)
+    ksvd = DoubleBatchKSVD(50, n_nonzero_coefs=3, max_iter=3, random_state=0).fit(X)
+    np.testing.assert_allclose(np.linalg.norm(ksvd.components_, axis=1), 1, atol=1e-10)
+
+
+def test_partial_fit_stream_reaches_full_batch_quality():
+    X, _, _ = make_sparse_signals(n_samples=3000, random_state=0)
+    full = DoubleBatchKSVD(50, n_nonzero_coefs=3, max_iter=30, tol=0, random_state=0).fit(X)
+    online = DoubleBatchKSVD(50, n_nonzero_coefs=3, random_state=0)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        for batch in np.array_split(rng.permutation(len(X)), 6):
+            online.partial_fit(X[batch])
+    assert online.n_iter_ == 60
+    full_score = signal_recovered(X, full.inverse_transform(full.transform(X)))
+    online_score = signal_recovered(X, online.inverse_transform(online.transform(X)))
+    assert online_score >= 0.9 * full_score
+
+
+def test_minibatch_fit_learns():
+    X, D_true, _ = make_sparse_signals(n_samples=3000, random_state=1)
+    ksvd = DoubleBatchKSVD(
+        50, n_nonzero_coefs=3, max_iter=60, batch_size=500, tol=0, random_state=0
+    ).fit(X)
+    assert atom_recovery_rate(D_true, ksvd.components_) >= 0.8
+
+
+def test_nested_groups_first_group_beats_random_atom_sets():
+    X, _, _ = make_sparse_signals(
+        n_samples=2000, n_features=30, n_components=80, n_nonzero_coefs=4, random_state=0
+    )
+    ksvd = DoubleBatchKSVD(
+        80, n_nonzero_coefs=4, nested_groups=(10, 80), max_iter=20, random_state=0
+    ).fit(X)
+    D = ksvd.components_
+
+    def score(atoms):
+        codes = sparse_encode(X, D[atoms], n_nonzero_coefs=2)
+        return signal_recovered(X, codes @ D[atoms])
+
+    first = score(np.arange(10))
+    rng = np.random.default_rng(0)
+    others = [score(rng.choice(80, 10, replace=False)) for _ in range(30)]
+    assert first > max(others)
+
+
+def test_nested_transform_codes_groups_on_residuals():
+    X, _, _ = make_sparse_signals(n_samples=200, random_state=0)
+    ksvd = DoubleBatchKSVD(
+        50, n_nonzero_coefs=3, nested_groups=[20, 50], max_iter=3, random_state=0
+    ).fit(X)
+    codes = ksvd.transform(X)
+    assert np.all((codes[:, :20] != 0).sum(axis=1) <= 2)
+    assert np.all((codes[:, 20:] != 0).sum(axis=1) <= 1)
+    D = ksvd.components_
+    first = sparse_encode(X, D[:20], n_nonzero_coefs=2)
+    np.testing.assert_allclose(codes[:, :20], first, atol=1e-10)
+    second = sparse_encode(X - first @ D[:20], D[20:], n_nonzero_coefs=1)
+    np.testing.assert_allclose(codes[:, 20:], second, atol=1e-10)
+
+
+def test_sparse_output_and_fit_transform():
+    X, _, _ = make_sparse_signals(n_samples=200, random_state=0)
+    ksvd = DoubleBatchKSVD(50, n_nonzero_coefs=3, max_iter=3, sparse_output=True, random_state=0)
+    codes = ksvd.fit_transform(X)
+    assert sp.issparse(codes) and codes.format == "csr" and codes.shape == (200, 50)
+    assert codes.getnnz(axis=1).max() <= 3
+    np.testing.assert_allclose(ksvd.inverse_transform(codes), codes @ ksvd.components_)
+
+
+def test_mp_pursuit_and_pursuit_tol():
+    X, _, _ = make_sparse_signals(n_samples=500, random_state=0)
+    params = dict(n_components=50, n_nonzero_coefs=3, max_iter=10, tol=0, random_state=0)
+    mp = DoubleBatchKSVD(pursuit="mp", **params).fit(X)
+    omp = DoubleBatchKSVD(pursuit="omp", **params).fit(X)
+    assert mp.error_[-1] > mp.error_[0] + 0.02
+    assert mp.error_[-1] > omp.error_[-1] - 0.05
+    loose = DoubleBatchKSVD(50, n_nonzero_coefs=3, pursuit_tol=0.5, max_iter=2, random_state=0)
+    codes = loose.fit(X).transform(X)
+    assert (codes != 0).sum(axis=1).mean() < 3
+
+
+def test_init_options():
+    X, D_true, _ = make_sparse_signals(n_samples=300, random_state=0)
+    given = DoubleBatchKSVD(50, n_nonzero_coefs=3, init=2 * D_true, max_iter=1, random_state=0)
+    given.fit(X)
+    assert atom_recovery_rate(D_true, given.components_) > 0.9
+    random = DoubleBatchKSVD(50, n_nonzero_coefs=3, init="random", max_iter=2).fit(X)
+    assert random.components_.shape == (50, 20)
+    # fewer rows than atoms: padded with random directions
+    small = DoubleBatchKSVD(50, n_nonzero_coefs=3, max_iter=2, random_state=0).fit(X[:10])
+    assert np.isfinite(small.components_).all()
+    with pytest.raises(ValueError, match="init has 3 atoms"):
+        DoubleBatchKSVD(50, n_nonzero_coefs=3, init=D_true[:3]).fit(X)
+    with pytest.raises(ValueError, match="all-zero atom"):
+        DoubleBatchKSVD(50, n_nonzero_coefs=3, init=np.zeros((50, 20))).fit(X)
+
+
+def test_stopping_rules_and_callback():
+    X, _, _ = make_sparse_signals(n_samples=300, random_state=0)
+    converged = DoubleBatchKSVD(50, n_nonzero_coefs=3, max_iter=200, tol=1e-2).fit(X)
+    assert converged.n_iter_ < 200
+    seen = []
+
+    def stop_at_three(state):
+        seen.append(state["signal"])
+        return len(seen) == 3
+
+    stopped = DoubleBatchKSVD(50, n_nonzero_coefs=3, max_iter=50, tol=0, callback=stop_at_three)
+    assert stopped.fit(X).n_iter_ == 3
+    np.testing.assert_allclose(seen, stopped.error_)
+    timed = DoubleBatchKSVD(50, n_nonzero_coefs=3, max_iter=10_000, tol=0, max_time=1e-9)
+    assert timed.fit(X).n_iter_ == 1
+
+
+def test_atom_usage_counts_rows_per_atom():
+    X, _, _ = make_sparse_signals(n_samples=300, random_state=0)
+    ksvd = DoubleBatchKSVD(50, n_nonzero_coefs=3, max_iter=2, random_state=0).fit(X)
+    assert ksvd.atom_usage_.shape == (50,)
+    assert ksvd.atom_usage_.sum() <= 300 * 3
+    assert ksvd.atom_usage_.sum() > 300 * 2
+
+
+def test_pickle_round_trip_and_feature_names():
+    X, _, _ = make_sparse_signals(n_samples=100, random_state=0)
+    ksvd = DoubleBatchKSVD(20, n_nonzero_coefs=2, max_iter=2, random_state=0).fit(X)
+    clone = pickle.loads(pickle.dumps(ksvd))
+    np.testing.assert_array_equal(clone.transform(X), ksvd.transform(X))
+    names = ksvd.get_feature_names_out()
+    assert names[0] == "doublebatchksvd0" and len(names) == 20
+
+
+def test_set_output_pandas():
+    pd = pytest.importorskip("pandas")
+    X, _, _ = make_sparse_signals(n_samples=50, random_state=0)
+    ksvd = DoubleBatchKSVD(20, n_nonzero_coefs=2, max_iter=2, random_state=0)
+    out = ksvd.set_output(transform="pandas").fit_transform(X)
+    assert isinstance(out, pd.DataFrame) and list(out.columns[:2]) == [
+        "doublebatchksvd0",
+        "doublebatchksvd1",
+    ]
+
+
+def test_zero_rows_code_to_zero_without_warnings(recwarn):
+    X, _, _ = make_sparse_signals(n_samples=100, random_state=0)
+    X[:5] = 0
+    ksvd = DoubleBatchKSVD(20, n_nonzero_coefs=2, max_iter=3, random_state=0).fit(X)
+    codes = ksvd.transform(X)
+    assert not codes[:5].any()
+    assert len(recwarn) == 0
+
+
+def test_n_jobs_does_not_change_the_fit():
+    X, _, _ = make_sparse_signals(n_samples=300, random_state=0)
+    a = DoubleBatchKSVD(50, n_nonzero_coefs=3, max_iter=3, n_jobs=1, random_state=0).fit(X)
+    b = DoubleBatchKSVD(50, n_nonzero_coefs=3, max_iter=3, n_jobs=2, random_state=0).fit(X)
+    np.testing.assert_allclose(a.components_, b.components_, atol=1e-12)
+
+
+BAD_X = [
+    (np.array([[np.nan, 1.0], [1.0, 2.0]]), "Input X contains NaN"),
+    (np.array([[np.inf, 1.0], [1.0, 2.0]]), "Input X contains infinity"),
+    (np.ones((0, 2)), "0 sample"),
+    (np.ones((1, 2)), "1 sample"),
+    (np.ones(4), "Expected 2D array"),
+    (np.ones((3, 2)) * 1j, "Complex data not supported"),
+    (np.array([["a", "b"], ["c", "d"]], dtype=object), "X must contain numbers only"),
+]
+
+
+@pytest.mark.parametrize("X, match", BAD_X)
+def test_bad_training_data(X, match):
+    with pytest.raises(ValueError, match=match):
+        DoubleBatchKSVD(4, n_nonzero_coefs=1).fit(X)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (dict(n_components=4, n_nonzero_coefs=5), "n_nonzero_coefs=5 must be between 1"),
+        (dict(n_components=4, n_nonzero_coefs=0), "'n_nonzero_coefs' parameter"),
+        (dict(n_components=0), "'n_components' parameter"),
+        (dict(n_components=4, n_nonzero_coefs=1, nested_groups=[3, 2]), "nested_groups"),
+        (dict(n_components=4, n_nonzero_coefs=1, nested_groups=[2, 4]), "each group needs"),
+        (dict(n_components=4, n_nonzero_coefs=1, pursuit="lasso"), "'pursuit' parameter"),
+    ],
+)
+def test_bad_parameters(params, match):
+    X = np.random.default_rng(0).standard_normal((10, 3))
+    with pytest.raises(ValueError, match=match):
+        DoubleBatchKSVD(**params).fit(X)
+
+
+def test_wrong_n_features_at_transform():
+    X = np.random.default_rng(0).standard_normal((10, 3))
+    ksvd = DoubleBatchKSVD(4, n_nonzero_coefs=1, max_iter=1).fit(X)
+    with pytest.raises(ValueError, match="X has 5 features, but DoubleBatchKSVD is expecting 3"):
+        ksvd.transform(np.ones((2, 5)))
+    with pytest.raises(ValueError, match="codes has 3 columns but the dictionary has 4"):
+        ksvd.inverse_transform(np.ones((2, 3)))
