@@ -45,15 +45,16 @@ def atom_positions(indptr, indices, n_atoms):
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _rank1_atom(E, d, rows, coefs, x_norms, n_power_iter, v_out, u_out):
+def _rank1_atom(E, d, rows, coefs, x_norms, floor, n_power_iter, v_out, u_out):
     """Weighted rank-1 update of one atom from its restricted residual.
 
     Fits ``E_k = E[rows] + coefs dᵀ`` (the residual without atom ``d``) by
     ``u vᵀ`` minimising ``sum_r w_r ||E_k[r] - u_r v||²`` with the
-    majorise-minimise weights ``w_r = 1 / (||x_r|| ||e_r||)``, ``e_r`` the
-    current residual row. Because ``||e|| <= (||e||² + ||e_0||²) / (2 ||e_0||)``,
-    any step that lowers this weighted problem lowers ``sum_r ||e_r|| / ||x_r||``,
-    the loss whose complement is the signal recovered. For fixed ``v`` the best
+    majorise-minimise weights ``w_r = 1 / (||x_r|| max(||e_r||, floor ||x_r||))``,
+    ``e_r`` the current residual row. Because ``||e|| <= (||e||² + ||e_0||²) /
+    (2 ||e_0||)``, any step that lowers this weighted problem lowers ``sum_r
+    ||e_r|| / ||x_r||``, the loss whose complement is the signal recovered
+    (Huber-smoothed below ``floor`` relative error, where the weight is capped). For fixed ``v`` the best
     ``u_r = E_k[r] · v`` whatever the weights; ``v`` is the leading eigenvector of
     ``sum_r w_r E_k[r]ᵀ E_k[r]``, reached by power iteration.
 
@@ -72,7 +73,7 @@ def _rank1_atom(E, d, rows, coefs, x_norms, n_power_iter, v_out, u_out):
             e2 += e[f] * e[f]
         xn = x_norms[rows[r]]
         # Rows fitted exactly would get infinite weight; cap it.
-        weights[r] = 1.0 / (xn * max(np.sqrt(e2), 1e-6 * xn)) if xn > 0 else 0.0
+        weights[r] = 1.0 / (xn * max(np.sqrt(e2), floor * xn)) if xn > 0 else 0.0
     v_out[:] = d
     for it in range(n_power_iter + 1):
         dv = 0.0
@@ -112,7 +113,7 @@ def _rank1_atom(E, d, rows, coefs, x_norms, n_power_iter, v_out, u_out):
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def update_atoms(
     E, D, indptr, indices, data, atom_ptr, atom_rows, atom_pos, order, atom_batch_size,
-    x_norms, n_power_iter,
+    x_norms, floor, n_power_iter,
 ):
     """Update the atoms ``order`` in batches; keep ``E``, ``D`` and ``data`` consistent.
 
@@ -142,7 +143,7 @@ def update_atoms(
                 coefs[r] = data[atom_pos[p0 + r]]
             u = np.empty(p1 - p0, dtype=data.dtype)
             _rank1_atom(
-                E, D[k], atom_rows[p0:p1], coefs, x_norms, n_power_iter, new_D[s], u
+                E, D[k], atom_rows[p0:p1], coefs, x_norms, floor, n_power_iter, new_D[s], u
             )
             for r in range(p1 - p0):
                 new_data[atom_pos[p0 + r]] = u[r]
