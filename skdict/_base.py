@@ -10,6 +10,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from ._dask import dask_transform, is_dask_array
 from ._validation import check_codes, validate_samples
 
 
@@ -21,15 +22,20 @@ class _BaseDictionary(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Data to encode.
+        X : array-like or dask array of shape (n_samples, n_features)
+            Data to encode. A memory map is read chunk by chunk; a dask array is
+            encoded block by block, lazily.
 
         Returns
         -------
-        codes : ndarray or scipy.sparse.csr_matrix of shape (n_samples, n_components)
-            Codes in the dtype of X; CSR when ``sparse_output=True``.
+        codes : ndarray, scipy.sparse.csr_matrix or dask array of shape \
+                (n_samples, n_components)
+            Codes in the dtype of X; CSR (or a dask array of CSR blocks) when
+            ``sparse_output=True``.
         """
         check_is_fitted(self)
+        if is_dask_array(X):
+            return dask_transform(self, X)
         X = validate_samples(self, X, reset=False)
         return self._encode(X, sparse_output=self.sparse_output)
 

@@ -7,6 +7,8 @@ import scipy.sparse as sp
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
+from ._validation import check_dictionary
+
 
 @validate_params(
     {
@@ -15,7 +17,7 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "n_nonzero_coefs": [Interval(Integral, 1, None, closed="left")],
         "snr": [Real, None],
-        "dictionary": [StrOptions({"uniform", "gaussian"})],
+        "dictionary": [StrOptions({"uniform", "gaussian"}), "array-like"],
         "nonnegative": ["boolean"],
         "dtype": [type, np.dtype, str],
         "random_state": ["random_state"],
@@ -54,8 +56,11 @@ def make_sparse_signals(
     snr : float or None, default=20.0
         Signal-to-noise ratio in dB (noise power relative to the mean signal
         power); None for noiseless signals.
-    dictionary : {"uniform", "gaussian"}, default="uniform"
-        Distribution of the dictionary entries before normalisation.
+    dictionary : {"uniform", "gaussian"} or array-like of shape \
+            (n_components, n_features), default="uniform"
+        Distribution of the dictionary entries before normalisation, or the
+        atoms themselves (normalised), e.g. to draw more signals from the
+        dictionary of an earlier call, chunk by chunk.
     nonnegative : bool, default=False
         Draw coefficients as absolute values of normals (the codes of ReLU and
         TopK sparse autoencoders are non-negative).
@@ -85,11 +90,17 @@ def make_sparse_signals(
             f"n_nonzero_coefs={n_nonzero_coefs} must be <= n_components={n_components}."
         )
     rng = check_random_state(random_state)
-    if dictionary == "uniform":
+    if not isinstance(dictionary, str):
+        D = check_dictionary(dictionary, n_features, name="dictionary").astype(np.float64)
+        if D.shape[0] != n_components:
+            raise ValueError(
+                f"dictionary has {D.shape[0]} atoms but n_components={n_components}."
+            )
+    elif dictionary == "uniform":
         D = rng.uniform(-1.0, 1.0, size=(n_components, n_features))
     else:
         D = rng.standard_normal((n_components, n_features))
-    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    D = D / np.linalg.norm(D, axis=1, keepdims=True)
     support = _random_supports(rng, n_samples, n_components, n_nonzero_coefs)
     values = rng.standard_normal((n_samples, n_nonzero_coefs))
     if nonnegative:

@@ -13,9 +13,15 @@ from tqdm.auto import tqdm
 
 from ._atom_update import atom_positions, find_duplicates, subtract_codes, update_atoms
 from ._base import _BaseDictionary
+from ._dask import check_dask_array, dask_relative_error_sum, is_dask_array
 from ._parallel import thread_limits
 from ._sparse import stack_csr
-from ._validation import check_dictionary, check_n_nonzero_coefs, validate_samples
+from ._validation import (
+    check_dictionary,
+    check_n_nonzero_coefs,
+    check_samples,
+    validate_samples,
+)
 from .metrics import _relative_errors, _row_norms
 from .pursuit import GramEncoder, chunk_rows
 
@@ -230,8 +236,13 @@ class DoubleBatchKSVD(_BaseDictionary):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data; float32 is kept as float32.
+        X : array-like or dask array of shape (n_samples, n_features)
+            Training data; float32 is kept as float32. With `batch_size`, only
+            one minibatch of rows is in memory at a time, so X may be a memory
+            map (``np.load(path, mmap_mode="r")``). A dask array needs
+            `batch_size`: each iteration gathers one minibatch to this process
+            for the dictionary update, and ``error_`` is then the signal
+            recovered on all rows, computed block by block on the cluster.
         y : Ignored
             Not used, present for API consistency.
 
@@ -240,7 +251,15 @@ class DoubleBatchKSVD(_BaseDictionary):
         self : DoubleBatchKSVD
             Fitted estimator.
         """
-        X = validate_samples(self, X, reset=True, min_samples=2)
+        if is_dask_array(X):
+            X = check_dask_array(self, X, reset=True)
+            if self.batch_size is None:
+                raise ValueError(
+                    "Fitting a dask array needs batch_size: each iteration gathers "
+                    "one minibatch of rows to this process; e.g. batch_size=100_000."
+                )
+        else:
+            X = validate_samples(self, X, reset=True, min_samples=2)
         self._start(X)
         self._train(X, self.max_iter, reseed_last=False)
         return self
@@ -264,6 +283,8 @@ class DoubleBatchKSVD(_BaseDictionary):
             Updated estimator.
         """
         first = not hasattr(self, "components_")
+        if is_dask_array(X):
+            X = X.compute()
         X = validate_samples(self, X, reset=first)
         if first:
             self._start(X)
@@ -308,13 +329,15 @@ class DoubleBatchKSVD(_BaseDictionary):
             gram = D @ D.T
             for iteration in range(n_iter):
                 rows = next(batches)
-                X_batch = X if rows is None else X[rows]
+                X_batch = _take(X, rows)
                 codes = self._encoder(D, gram).encode(X_batch, sparse_output=True)
                 if previous is not None:
                     codes = previous.merge(X_batch, D, gram, codes)
                 residual, usage = self._update_dictionary(X_batch, D, codes)
                 errors = _relative_errors(X_batch, residual)
-                signal = 1.0 - errors.mean()
+                signal = 1.0 - (
+                    self._dask_error(X, D) if is_dask_array(X) else errors.mean()
+                )
                 history.append(signal)
                 gram = D @ D.T
                 reseeded = None
@@ -334,6 +357,13 @@ class DoubleBatchKSVD(_BaseDictionary):
                     break
         self.components_ = D
         self.error_ = np.concatenate([self.error_, history])
+
+    def _dask_error(self, X, D):
+        """Mean relative residual over all rows of a dask array, on the cluster."""
+        total = dask_relative_error_sum(
+            X, _block_errors, D, self._groups, self.pursuit, self.pursuit_tol
+        )
+        return total / X.shape[0]
 
     def _update_dictionary(self, X, D, codes):
         """K-SVD update of every group's atoms, in place; return (residual, usage)."""
@@ -390,6 +420,21 @@ class _GroupedEncoder:
         return sp.hstack(parts, format="csr")
 
 
+def _take(X, rows):
+    """Rows of X (all for None) in memory; gathered and validated for dask."""
+    if is_dask_array(X):
+        return check_samples((X if rows is None else X[rows]).compute())
+    return X if rows is None else X[rows]
+
+
+def _block_errors(block, D, groups, pursuit, tol):
+    """Relative residual of each row of one block coded with D."""
+    block = check_samples(block)
+    D = D.astype(block.dtype, copy=False)
+    codes = _GroupedEncoder(D, groups, pursuit, tol).encode(block, sparse_output=True)
+    return _relative_errors(block, _residual(block, D, codes))
+
+
 def _group_bounds(nested_groups, n_components, n_nonzero_coefs):
     """(start, stop, n_nonzero_coefs) of each atom group."""
     if nested_groups is None:
@@ -431,10 +476,10 @@ def _group_bounds(nested_groups, n_components, n_nonzero_coefs):
 def _initial_components(init, X, n_components, rng):
     n_features = X.shape[1]
     if isinstance(init, str) and init == "data":
-        norms = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64))
+        norms = _any_row_norms(X)
         chosen = rng.permutation(np.flatnonzero(norms > 0))[:n_components]
         D = np.empty((n_components, n_features), dtype=np.float64)
-        D[: chosen.size] = X[chosen] / norms[chosen, None]
+        D[: chosen.size] = _take(X, chosen) / norms[chosen, None]
         D[chosen.size :] = rng.standard_normal((n_components - chosen.size, n_features))
     elif isinstance(init, str):
         D = rng.standard_normal((n_components, n_features))
@@ -449,6 +494,16 @@ def _initial_components(init, X, n_components, rng):
     if np.any(norms == 0):
         raise ValueError("init contains an all-zero atom; every atom needs a direction.")
     return np.ascontiguousarray(D / norms[:, None], dtype=X.dtype)
+
+
+def _any_row_norms(X):
+    if is_dask_array(X):
+        # Block by block with the same function, so that a dask fit starts from
+        # bit-identical atoms to the in-memory fit of the same data.
+        return X.map_blocks(
+            _row_norms, dtype=np.float64, drop_axis=1, meta=np.empty(0, dtype=np.float64)
+        ).compute()
+    return _row_norms(X)
 
 
 def _minibatches(n_samples, batch_size, rng):
