@@ -282,3 +282,12 @@ def test_wrong_n_features_at_transform():
         ksvd.transform(np.ones((2, 5)))
     with pytest.raises(ValueError, match="codes has 3 columns but the dictionary has 4"):
         ksvd.inverse_transform(np.ones((2, 3)))
+
+
+def test_verbose_shows_a_progress_bar_with_signal_recovered(capsys):
+    X, _, _ = make_sparse_signals(n_samples=100, random_state=0)
+    DoubleBatchKSVD(20, n_nonzero_coefs=2, max_iter=3, tol=0, verbose=1).fit(X)
+    err = capsys.readouterr().err
+    assert "DoubleBatchKSVD" in err and "signal_recovered=" in err and "3/3" in err
+    DoubleBatchKSVD(20, n_nonzero_coefs=2, max_iter=3, tol=0, verbose=0).fit(X)
+    assert capsys.readouterr().err == ""
