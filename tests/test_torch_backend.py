@@ -19,6 +19,10 @@ torch = pytest.importorskip("torch")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present")
 
+# Fits run torch on one thread: its many small kernels gain nothing from more,
+# and on a shared CI machine a second spinning thread only waits for a core.
+_ONE_THREAD = dict(n_jobs=1)
+
 # Coefficient tolerance per dtype: the two backends sum in different orders.
 _ATOL = {np.float32: 1e-4, np.float64: 1e-10}
 
@@ -154,7 +158,7 @@ def test_fit_matches_numba_backend(rng):
         n_components=30, n_nonzero_coefs=3, max_iter=4, tol=0, init="random", random_state=0
     )
     numba_fit = DoubleBatchKSVD(**params, backend="numba").fit(X)
-    torch_fit = DoubleBatchKSVD(**params, backend="torch").fit(X)
+    torch_fit = DoubleBatchKSVD(**params, backend="torch", **_ONE_THREAD).fit(X)
     np.testing.assert_allclose(torch_fit.error_, numba_fit.error_, atol=1e-8)
     np.testing.assert_allclose(torch_fit.components_, numba_fit.components_, atol=1e-8)
 
@@ -165,7 +169,8 @@ def test_ksvd_paper_synthetic_recovery_with_torch():
     for seed in range(3):
         X, D_true, _ = make_sparse_signals(random_state=seed)
         ksvd = DoubleBatchKSVD(
-            50, n_nonzero_coefs=3, max_iter=80, tol=0, backend="torch", random_state=seed
+            50, n_nonzero_coefs=3, max_iter=80, tol=0, backend="torch", random_state=seed,
+            **_ONE_THREAD,
         )
         rates.append(atom_recovery_rate(D_true, ksvd.fit(X).components_))
     assert np.mean(rates) >= 0.90, rates
@@ -173,7 +178,9 @@ def test_ksvd_paper_synthetic_recovery_with_torch():
 
 def test_float32_is_preserved_with_torch():
     X, _, _ = make_sparse_signals(n_samples=300, dtype=np.float32, random_state=0)
-    ksvd = DoubleBatchKSVD(50, n_nonzero_coefs=3, max_iter=3, backend="torch", random_state=0)
+    ksvd = DoubleBatchKSVD(
+        50, n_nonzero_coefs=3, max_iter=3, backend="torch", random_state=0, **_ONE_THREAD
+    )
     ksvd.fit(X)
     assert ksvd.components_.dtype == np.float32
     assert ksvd.transform(X).dtype == np.float32
@@ -183,7 +190,7 @@ def test_float32_is_preserved_with_torch():
 def test_nested_groups_with_torch():
     X, _, _ = make_sparse_signals(n_samples=500, random_state=0)
     params = dict(n_nonzero_coefs=4, nested_groups=(10, 50), max_iter=3, random_state=0)
-    torch_fit = DoubleBatchKSVD(50, **params, backend="torch").fit(X)
+    torch_fit = DoubleBatchKSVD(50, **params, backend="torch", **_ONE_THREAD).fit(X)
     numba_fit = DoubleBatchKSVD(50, **params, backend="numba").fit(X)
     # rows equal to an atom leave a round-off residual whose later picks are
     # arbitrary, so the fits agree closely rather than exactly

@@ -207,18 +207,18 @@ class TorchCoder:
 
     def __init__(self, dictionary, gram, device):
         self.device = device
-        self.dictionary = torch.as_tensor(dictionary, device=device)
+        self.dictionary = torch.tensor(dictionary, device=device)
         if gram is None:
             self.gram = self.dictionary @ self.dictionary.T
         else:
-            self.gram = torch.as_tensor(gram, device=device)
+            self.gram = torch.tensor(gram, device=device)
 
     def chunk_rows(self, n_nonzero_coefs, itemsize):
         return chunk_rows(self.gram.shape[0], n_nonzero_coefs, itemsize, self.device)
 
     def support(self, X, algorithm, kmax, thresh2, dep_tol):
         """Code the rows of a numpy chunk; return numpy (indices, values, counts)."""
-        Xt = torch.as_tensor(np.ascontiguousarray(X), device=self.device)
+        Xt = torch.tensor(X, device=self.device)
         alpha0 = Xt @ self.dictionary.T
         x2 = (Xt.to(torch.float64) ** 2).sum(1)
         with torch.no_grad():
