@@ -41,11 +41,27 @@ def chunk_rows(n_atoms, n_nonzero_coefs, itemsize, device):
 def _first_argmax_abs(c):
     """Per row, the first index of the largest ``|c|``, and that largest ``|c|``.
 
-    ``torch.max`` over a dimension returns the first maximal index on CPU and
-    CUDA, which is the numba kernels' tie-breaking.
+    ``torch.max`` and ``torch.min`` over a dimension return the first extremal
+    index on CPU and CUDA; the first of the two that reaches the largest
+    magnitude is the numba kernels' tie-breaking. Two reductions read ``c``
+    twice, where ``|c|`` would also write a temporary of its size.
     """
-    best, j = torch.max(c.abs(), dim=1)
-    return j, best
+    hi, j_hi = torch.max(c, dim=1)
+    lo, j_lo = torch.min(c, dim=1)
+    use_lo = (-lo > hi) | ((-lo == hi) & (j_lo < j_hi))
+    return torch.where(use_lo, j_lo, j_hi), torch.where(use_lo, -lo, hi)
+
+
+def _with_sink(alpha0):
+    """A copy of `alpha0` with one extra zero column, and the view without it.
+
+    Scattering zeros through index lists whose unused entries point at the
+    extra column clears chosen atoms without masks of size (n, n_atoms).
+    """
+    n, K = alpha0.shape
+    c_sink = torch.zeros((n, K + 1), dtype=alpha0.dtype, device=alpha0.device)
+    c_sink[:, :K] = alpha0
+    return c_sink, c_sink[:, :K]
 
 
 def _solve_upper_t(L, v):
@@ -78,12 +94,11 @@ def omp(alpha0, gram, x2, kmax, thresh2, dep_tol):
     device, dtype = alpha0.device, alpha0.dtype
     rows = torch.arange(n, device=device)
     diag = torch.diagonal(gram).to(torch.float64)
-    c = alpha0.clone()
+    c_sink, c = _with_sink(alpha0)
     U = torch.zeros((n, kmax, K), dtype=dtype, device=device)
     L = torch.eye(kmax, dtype=torch.float64, device=device).repeat(n, 1, 1)
     v = torch.zeros((n, kmax), dtype=torch.float64, device=device)
-    idx = torch.zeros((n, kmax), dtype=torch.int64, device=device)
-    chosen = torch.zeros((n, K), dtype=torch.bool, device=device)
+    idx = torch.full((n, kmax), K, dtype=torch.int64, device=device)
     t = torch.zeros(n, dtype=torch.int64, device=device)
     err2 = x2.clone()
     active = x2 > 0
@@ -100,29 +115,34 @@ def omp(alpha0, gram, x2, kmax, thresh2, dep_tol):
         accept = active & independent
         # A dependent atom is dropped for this step only, as in the numba kernel.
         reject = active & ~independent
-        c[rows, j] = torch.where(reject, torch.zeros((), dtype=dtype, device=device), c[rows, j])
+        cj = c[rows, j]
+        c[rows, j] = torch.where(reject, torch.zeros_like(cj), cj)
         ltt = torch.sqrt(torch.where(accept, d, torch.ones_like(d)))
-        vt = torch.where(accept, c[rows, j].to(torch.float64) / ltt, torch.zeros_like(d))
-        new_u = gram[j] - torch.bmm(w.unsqueeze(1), U[:, :width]).squeeze(1)
-        new_u *= (1.0 / ltt).to(dtype).unsqueeze(1)
-        c -= vt.to(dtype).unsqueeze(1) * new_u
+        vt = torch.where(accept, cj.to(torch.float64) / ltt, torch.zeros_like(d))
+        new_u = torch.baddbmm(
+            gram.index_select(0, j).unsqueeze(1), w.unsqueeze(1), U[:, :width], alpha=-1
+        ).squeeze(1)
+        # Rows that do not accept an atom get a zero row: written to their
+        # unused slot it keeps ``U[:, j]`` zero beyond the support. (Rows with a
+        # full support overwrite their last slot, but never read U again.)
+        new_u *= torch.where(accept, 1.0 / ltt, torch.zeros_like(ltt)).to(dtype).unsqueeze(1)
+        c.addcmul_(vt.to(dtype).unsqueeze(1), new_u, value=-1)
         slot = t.clamp(max=kmax - 1)
-        U[rows, slot] = torch.where(accept.unsqueeze(1), new_u, U[rows, slot])
+        U[rows, slot] = new_u
         L_row = torch.zeros((n, kmax), dtype=torch.float64, device=device)
         L_row[:, :width] = w64
         L_row[rows, slot] = ltt
         L[rows, slot] = torch.where(accept.unsqueeze(1), L_row, L[rows, slot])
         v[rows, slot] = torch.where(accept, vt, v[rows, slot])
         idx[rows, slot] = torch.where(accept, j, idx[rows, slot])
-        chosen[rows, j] |= accept
         t += accept.to(torch.int64)
         # The residual is orthogonal to the support; clear round-off so that no
-        # chosen atom is picked twice.
-        c.masked_fill_(chosen, 0)
+        # chosen atom is picked twice. Unused slots point at the sink column.
+        c_sink.scatter_(1, idx[:, :width], 0)
         err2 -= vt * vt
         active &= (t < kmax) & ~(accept & (err2 <= thresh2 * x2))
     values = _solve_upper_t(L, v).to(dtype)
-    return idx, values, t
+    return idx.masked_fill_(idx == K, 0), values, t
 
 
 def mp(alpha0, gram, x2, kmax, thresh2, dep_tol):
@@ -132,9 +152,9 @@ def mp(alpha0, gram, x2, kmax, thresh2, dep_tol):
     rows = torch.arange(n, device=device)
     diag = torch.diagonal(gram)
     c = alpha0.clone()
-    support = torch.zeros((n, kmax), dtype=torch.int64, device=device)
+    # Unused slots hold K, which no atom index equals.
+    support = torch.full((n, kmax), K, dtype=torch.int64, device=device)
     n_support = torch.zeros(n, dtype=torch.int64, device=device)
-    chosen = torch.zeros((n, K), dtype=torch.bool, device=device)
     err2 = x2.clone()
     active = x2 > 0
     for _ in range(kmax):
@@ -145,14 +165,13 @@ def mp(alpha0, gram, x2, kmax, thresh2, dep_tol):
         cj = c[rows, j]
         a = torch.where(active, cj / diag[j], torch.zeros_like(cj))
         err2 -= a.to(torch.float64) * cj.to(torch.float64)
-        c -= a.unsqueeze(1) * gram[j]
-        new = active & ~chosen[rows, j]
+        c.addcmul_(a.unsqueeze(1), gram.index_select(0, j), value=-1)
+        new = active & ~(support == j.unsqueeze(1)).any(1)
         slot = n_support.clamp(max=kmax - 1)
         support[rows, slot] = torch.where(new, j, support[rows, slot])
-        chosen[rows, j] |= new
         n_support += new.to(torch.int64)
         active &= err2 > thresh2 * x2
-    return _refit(alpha0, gram, support, n_support, dep_tol)
+    return _refit(alpha0, gram, support.clamp_(max=K - 1), n_support, dep_tol)
 
 
 def _refit(alpha0, gram, support, n_support, dep_tol):
