@@ -71,22 +71,19 @@ def update_dictionary(X, D, codes, groups, atom_batch_size, x_norms, floor, n_po
             data[torch.as_tensor(np.flatnonzero(in_group), device=device)],
             Dt,
         )
-        for atoms, rows, pos, slots in _batches(order, atom_batch_size, atom_ptr, atom_rows, atom_pos):
-            _update_batch(
-                E, Dt, data,
-                torch.as_tensor(atoms, device=device),
-                torch.as_tensor(rows, device=device),
-                torch.as_tensor(pos, device=device),
-                torch.as_tensor(slots, device=device),
-                xn, floor, n_power_iter,
-            )
+        for batch in _batches(order, atom_batch_size, atom_ptr, atom_rows, atom_pos, device):
+            _update_batch(E, Dt, data, *batch, xn, floor, n_power_iter)
     D[:] = Dt.cpu().numpy()
     codes.data[:] = data.cpu().numpy()
     return E.cpu().numpy()
 
 
-def _batches(order, atom_batch_size, atom_ptr, atom_rows, atom_pos):
-    """Yield (atoms, entry rows, entry CSR positions, entry slots) per batch of `order`."""
+def _batches(order, atom_batch_size, atom_ptr, atom_rows, atom_pos, device):
+    """Yield (atoms, entry rows, entry CSR positions, entry slots) per batch of `order`.
+
+    The index lists are built on the host, where the CSR transpose is, and
+    moved to `device` once per batch.
+    """
     for start in range(0, order.shape[0], atom_batch_size):
         atoms = order[start:start + atom_batch_size]
         counts = atom_ptr[atoms + 1] - atom_ptr[atoms]
@@ -95,7 +92,9 @@ def _batches(order, atom_batch_size, atom_ptr, atom_rows, atom_pos):
         # plus its rank among that atom's entries.
         first = np.repeat(atom_ptr[atoms] - np.cumsum(counts) + counts, counts)
         q = first + np.arange(slots.shape[0])
-        yield atoms, atom_rows[q], atom_pos[q], slots
+        yield tuple(
+            torch.as_tensor(a, device=device) for a in (atoms, atom_rows[q], atom_pos[q], slots)
+        )
 
 
 def _update_batch(E, D, data, atoms, rows, pos, slots, x_norms, floor, n_power_iter):
@@ -125,7 +124,8 @@ def _update_batch(E, D, data, atoms, rows, pos, slots, x_norms, floor, n_power_i
         frozen |= norms <= 0
         V = torch.where(frozen.unsqueeze(1), D_old, V_new / norms.unsqueeze(1))
     u = torch.where(frozen[slots], torch.zeros_like(u), u)
-    E.index_put_((rows,), coefs.unsqueeze(1) * D_old[slots] - u.unsqueeze(1) * V[slots], accumulate=True)
+    change = coefs.unsqueeze(1) * D_old[slots] - u.unsqueeze(1) * V[slots]
+    E.index_put_((rows,), change, accumulate=True)
     D[atoms] = V
     data[pos] = u
 
