@@ -110,7 +110,7 @@ def make_digits_vit(*, global_pool="token", reg_tokens=0, random_state=0):
     },
     prefer_skip_nested_validation=True,
 )
-def train_digits_vit(*, max_epochs=30, learning_rate=3e-3, batch_size=64, random_state=0):
+def train_digits_vit(*, max_epochs=30, learning_rate=1e-3, batch_size=64, random_state=0):
     """Train a tiny timm ViT on sklearn's digits, on the CPU, in seconds.
 
     The model has 4 pre-norm blocks of width 64 (4 heads, MLP width 128), a
@@ -125,7 +125,7 @@ def train_digits_vit(*, max_epochs=30, learning_rate=3e-3, batch_size=64, random
     ----------
     max_epochs : int, default=30
         Passes over the 1347 training images; 0 returns the random model.
-    learning_rate : float, default=3e-3
+    learning_rate : float, default=1e-3
         Peak AdamW learning rate.
     batch_size : int, default=64
         Images per step.
