@@ -337,3 +337,12 @@ def test_bad_input_gives_clear_errors(tmp_path, digits_test):
 def test_hub_weights_without_network_fail_fast_with_advice():
     with pytest.raises(RuntimeError, match="pretrained='/path/to/checkpoint'"):
         ClassEmbeddingProjector("vit_tiny_patch16_224", pretrained=True).fit()
+
+
+def test_train_digits_vit_is_deterministic():
+    first, second, other = (
+        train_digits_vit(max_epochs=1, random_state=seed) for seed in (3, 3, 4)
+    )
+    for a, b, c in zip(first.parameters(), second.parameters(), other.parameters()):
+        np.testing.assert_array_equal(a.detach().numpy(), b.detach().numpy())
+    assert not np.allclose(first.head.weight.detach().numpy(), other.head.weight.detach().numpy())
