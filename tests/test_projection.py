@@ -2,6 +2,8 @@ import pickle
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.base import clone
 
 torch = pytest.importorskip("torch")
@@ -175,6 +177,9 @@ def test_transform_shape_feature_names_clone_and_pickle(digits_test):
     assert clone(proj).get_params()["layers"] == [1, 3]
     restored = pickle.loads(pickle.dumps(proj))
     np.testing.assert_allclose(restored.transform(images), Z)
+    frame = clone(proj).set_output(transform="pandas").fit().transform(images)
+    assert list(frame.columns) == list(proj.get_feature_names_out())
+    np.testing.assert_allclose(frame.to_numpy(), Z)
 
 
 def test_model_from_saved_file_and_local_checkpoint(tmp_path):
@@ -346,3 +351,24 @@ def test_train_digits_vit_is_deterministic():
     for a, b, c in zip(first.parameters(), second.parameters(), other.parameters()):
         np.testing.assert_array_equal(a.detach().numpy(), b.detach().numpy())
     assert not np.allclose(first.head.weight.detach().numpy(), other.head.weight.detach().numpy())
+
+
+@pytest.fixture(scope="module")
+def random_projector():
+    return ClassEmbeddingProjector(make_digits_vit(random_state=5), device="cpu").fit()
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    scale=st.floats(0.05, 50.0),
+    shift=st.floats(-3.0, 3.0),
+)
+def test_project_directions_ignores_scale_and_constant_offsets(
+    random_projector, seed, scale, shift
+):
+    # a LayerNorm readout removes each direction's mean and scale
+    V = np.random.default_rng(seed).standard_normal((3, 64)).astype(np.float32)
+    scores = random_projector.project_directions(V)
+    moved = random_projector.project_directions(scale * V + shift)
+    np.testing.assert_allclose(moved, scores, rtol=1e-3, atol=1e-3)
