@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import check_random_state
 
-from ._auroc import column_auroc
+from ._auroc import row_auroc
 from ._dictionary import components_from, encode, reconstruct
 from ._rows import _centred_unit_rows, _row_norms, _unit_rows
 from ._validation import check_samples
@@ -83,7 +83,9 @@ def signal_recovered(X, X_hat):
 def explained_variance(X, X_hat):
     """``1 - sum ||x_i - x̂_i||² / sum ||x_i - x̄||²`` (1 - FVU, SAEBench convention).
 
-    Equals ``sklearn.metrics.r2_score(X, X_hat, multioutput="variance_weighted")``.
+    Equals ``sklearn.metrics.r2_score(X, X_hat, multioutput="variance_weighted")``;
+    unlike ``sklearn.metrics.explained_variance_score`` it does not forgive a
+    constant offset between X and X_hat.
 
     Parameters
     ----------
@@ -413,12 +415,12 @@ def coherence(estimator_or_components):
 
 def _code(estimator, X, bank, center):
     """Code X and collect what description scores need."""
-    bank = check_bank(bank)
-    check_same_space(components_from(estimator), bank)
-    step, X_dict, codes = encode(estimator, X)
+    D = components_from(estimator)
+    check_same_space(D, check_bank(bank))
+    _, X_dict, codes = encode(estimator, X)
     alive, signs = atom_usage(codes)
     codes = sp.csc_matrix(codes) @ sp.diags(signs.astype(np.float64))
-    atoms = _unit_rows(components_from(step).astype(np.float64) * signs[:, None])
+    atoms = _unit_rows(D.astype(np.float64) * signs[:, None])
     X_unit = _centred_unit_rows(X_dict, center)
     return _Coded(X_unit, atoms, (codes > 0).tocsc(), alive)
 
@@ -455,7 +457,7 @@ def _faithfulness_per_atom(coded, T, concepts):
     alive = np.flatnonzero(coded.alive)
     for start in range(0, alive.size, _ATOM_CHUNK):
         atoms = alive[start:start + _ATOM_CHUNK]
-        out[atoms] = column_auroc(coded.X_unit @ T[concepts[atoms]].T, coded.fires[:, atoms])
+        out[atoms] = row_auroc(T[concepts[atoms]] @ coded.X_unit.T, coded.fires[:, atoms].T)
     return out
 
 
