@@ -2,7 +2,8 @@
 
 from .ksvd import DoubleBatchKSVD
 from .pursuit import sparse_encode
+from .sae import SparseAutoencoder
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["DoubleBatchKSVD", "sparse_encode", "__version__"]
+__all__ = ["DoubleBatchKSVD", "SparseAutoencoder", "sparse_encode", "__version__"]
