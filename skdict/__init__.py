@@ -3,12 +3,14 @@
 from .concepts import ConceptBank, describe_atoms
 from .ksvd import DoubleBatchKSVD
 from .pursuit import sparse_encode
+from .sae import SparseAutoencoder
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "ConceptBank",
     "DoubleBatchKSVD",
+    "SparseAutoencoder",
     "__version__",
     "describe_atoms",
     "sparse_encode",
