@@ -222,7 +222,7 @@ def _grid_estimator(name):
     from skdict import SparseAutoencoder
 
     return SparseAutoencoder(
-        12, max_iter=20, batch_size=64, device="cpu", random_state=0
+        12, max_iter=5, batch_size=32, learning_rate=3e-3, device="cpu", random_state=0
     ), "k"
 
 
