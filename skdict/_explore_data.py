@@ -16,8 +16,9 @@ _COSINE_CHUNK = 1024
 
 def sparse_codes(estimator, X):
     """Codes of X as CSC, whatever the estimator's ``sparse_output`` is."""
-    codes = estimator.transform(X)
-    return sp.csc_matrix(codes, dtype=np.float64)
+    codes = sp.csc_matrix(estimator.transform(X), dtype=np.float64)
+    codes.eliminate_zeros()
+    return codes
 
 
 def atom_statistics(codes):

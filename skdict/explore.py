@@ -24,7 +24,8 @@ from sklearn.utils.validation import check_is_fitted
 from . import _explore_data as data
 from ._optional import import_optional
 from ._validation import check_dictionary, check_samples
-from .metrics import explained_variance, signal_recovered
+from .concepts import atom_usage, describe_atoms
+from .metrics import explained_variance, faithfulness, signal_recovered, specificity
 
 PAGE_SIZE = 64
 _N_NAMES = 5
@@ -81,7 +82,9 @@ def build_site(
     projector : ClassEmbeddingProjector, default=None
         A fitted projector of the model that produced X; atom pages then list
         the classes each atom pushes up and down
-        (``projector.project_directions``).
+        (``projector.project_directions``), taking the atom in the direction
+        its codes on X mostly have (``-d_k`` when its mean non-zero code is
+        negative, as :func:`~skdict.describe_atoms` does).
     top_k : int, default=16
         Top-activating samples kept per atom.
     compare : fitted estimator, default=None
@@ -125,7 +128,7 @@ def build_site(
     thumbs = _Thumbnails(out, images)
 
     overview = _overview(estimator, X, codes, atoms, bank, images, labels, projector)
-    pushes = _class_scores(projector, components)
+    pushes = _class_scores(projector, components * atoms.signs[:, None])
     top = [data.top_samples(codes, k, top_k) for k in range(len(components))]
     neighbors = data.nearest_atoms(components, _N_NEIGHBORS)
     pages = []
@@ -184,15 +187,12 @@ class _AtomSummary:
 
     def __init__(self, estimator, components, X, codes, bank):
         self.usage, self.mean_activation = data.atom_statistics(codes)
-        self.alive = self.usage > 0
+        self.alive, self.signs = atom_usage(codes)
         n_atoms = len(components)
         self.names = None
         self.faithfulness = np.full(n_atoms, np.nan)
         self.specificity = np.full(n_atoms, np.nan)
         if bank is not None:
-            from .concepts import describe_atoms
-            from .metrics import faithfulness, specificity
-
             self.names = describe_atoms(
                 estimator, bank, X=X, top_k=min(_N_NAMES, len(bank))
             )
@@ -294,7 +294,7 @@ def _atom_page(k, atoms, codes, rows, values, labels, neighbors, pushes):
     page = {
         "id": k,
         "names": atoms.top_names(k),
-        "sign": None if atoms.names is None else int(atoms.names.signs[k]),
+        "sign": int(atoms.signs[k]),
         "usage": _number(atoms.usage[k], 6),
         "n_active": int(codes.indptr[k + 1] - codes.indptr[k]),
         "mean": _number(atoms.mean_activation[k]),

@@ -200,14 +200,22 @@ def test_nearest_atoms_by_cosine(site, estimator):
         np.testing.assert_allclose([n[1] for n in nearest], cos[k, [n[0] for n in nearest]], atol=1e-3)
 
 
-def test_classes_pushed(site, estimator):
-    out = site[0].parent
-    projector = site[1]
-    scores = projector.project_directions(estimator.components_)
+def test_classes_pushed(tmp_path, other_estimator, digits):
+    # Half of these atoms are flipped, so their codes are mostly negative: they
+    # push the classes of -d_k.
+    est = other_estimator[0]
+    X = digits[0]
+    projector = _StubProjector(X.shape[1], ["zero", "one", "two", "three"])
+    build_site(est, X, tmp_path, projector=projector, top_k=1)
+    signs = np.sign(est.transform(X).sum(axis=0))
+    assert (signs < 0).any() and (signs > 0).any()
+    scores = projector.project_directions(est.components_ * signs[:, None])
     for k in range(N_ATOMS):
-        atom = _atom(out, k)
+        atom = _atom(tmp_path, k)
+        assert atom["sign"] == signs[k]
         assert atom["push"][0][0] == projector.classes_[np.argmax(scores[k])]
         assert atom["pull"][0][0] == projector.classes_[np.argmin(scores[k])]
+        np.testing.assert_allclose(atom["push"][0][1], scores[k].max(), rtol=1e-3)
 
 
 def test_comparison_matches_permuted_atoms(site, other_estimator):

@@ -282,7 +282,8 @@
     }));
     var nodes = [title, nav, cards,
       el("div", { class: "columns" }, [
-        el("section", {}, [el("h2", { text: "Concepts" }), names]),
+        el("section", {}, [el("h2", { text: "Concepts" }), names,
+          a.sign < 0 ? el("p", { class: "muted", id: "atom-sign", text: "Its mean code is negative: named and projected as \u2212atom." }) : null]),
         el("section", {}, [el("h2", { text: "Nearest atoms (|cos|)" }), nearest])
       ]),
       el("h2", { text: "Top-activating samples (largest |activation|)" }), samples,
