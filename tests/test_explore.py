@@ -266,6 +266,15 @@ def test_thumbnails_from_paths_and_rgb(tmp_path, estimator, digits):
             assert thumb.convert("RGB").getpixel((0, 0)) == (200, 0, 0)
 
 
+def test_sparse_codes_give_the_same_site(tmp_path, estimator, digits):
+    X = digits[0]
+    sparse = copy.deepcopy(estimator).set_params(sparse_output=True)
+    build_site(estimator, X, tmp_path / "dense", top_k=3)
+    build_site(sparse, X, tmp_path / "sparse", top_k=3)
+    for name in ("overview", "atoms", "pages/0"):
+        assert _read(tmp_path / "sparse", name) == _read(tmp_path / "dense", name)
+
+
 def test_without_bank_atoms_are_unnamed(tmp_path, estimator, digits):
     X = digits[0]
     build_site(estimator, X, tmp_path, top_k=2)
