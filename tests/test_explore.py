@@ -381,7 +381,17 @@ def test_site_in_browser(site, estimator, bank, digits):
             first = int(page.locator("#atom-rows tr").first.get_attribute("data-atom"))
             assert table["usage"][first] == max(table["usage"])
 
-            # Searching filters the list to matching concept names.
+            # Sorting by faithfulness, then by name.
+            page.click("button[data-sort=faith]")
+            first = int(page.locator("#atom-rows tr").first.get_attribute("data-atom"))
+            assert table["faith"][first] == max(f for f in table["faith"] if f is not None)
+            page.click("button[data-sort=name]")
+            shown = page.locator("#atom-rows td.concept").all_inner_texts()
+            assert shown == sorted(shown, key=str.lower)
+
+            # Searching filters the list to matching concept names, or an atom number.
+            page.fill("#search", "#5")
+            assert page.locator("#atom-rows tr").get_attribute("data-atom") == "5"
             page.fill("#search", "concept 1")
             names = [table["names"][i] for i in table["name"]]
             expected = {k for k, n in enumerate(names) if "concept 1" in n}
