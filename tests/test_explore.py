@@ -266,6 +266,31 @@ def test_thumbnails_from_paths_and_rgb(tmp_path, estimator, digits):
             assert thumb.convert("RGB").getpixel((0, 0)) == (200, 0, 0)
 
 
+def test_real_projector_on_digits_vit(tmp_path):
+    pytest.importorskip("timm")
+    from PIL import Image
+
+    from skdict import ClassEmbeddingProjector, TimmEmbedder
+    from skdict.datasets import load_digits_images, make_digits_vit
+
+    images, y = load_digits_images(subset="test", return_X_y=True)
+    images, y = images[:150], y[:150]
+    model = make_digits_vit(random_state=0)
+    X = TimmEmbedder(model, device="cpu").fit_transform(images)
+    est = DoubleBatchKSVD(12, n_nonzero_coefs=3, max_iter=2, random_state=0).fit(X)
+    projector = ClassEmbeddingProjector(model, device="cpu").fit()
+    build_site(est, X, tmp_path, images=images, labels=y, projector=projector, top_k=3)
+    signs = np.where(est.transform(X).sum(axis=0) < 0, -1, 1)
+    scores = projector.project_directions(est.components_ * signs[:, None])
+    for k in range(12):
+        atom = _atom(tmp_path, k)
+        assert atom["push"][0][0] == str(np.argmax(scores[k]))
+        assert [int(t[2]) for t in atom["top"]] == [y[t[0]] for t in atom["top"]]
+        # Channel-first (1, 8, 8) images become 8x8 grey thumbnails.
+        with Image.open(tmp_path / "thumbs" / "0" / f"{atom['top'][0][0]}.png") as thumb:
+            assert thumb.size == (8, 8) and thumb.mode == "L"
+
+
 def test_sparse_codes_give_the_same_site(tmp_path, estimator, digits):
     X = digits[0]
     sparse = copy.deepcopy(estimator).set_params(sparse_output=True)
@@ -312,6 +337,8 @@ def test_bad_estimator_and_data(tmp_path, estimator, digits):
         build_site(estimator, digits[0][:, :10], tmp_path)
     with pytest.raises(ValueError, match="each image must be an array"):
         build_site(estimator, digits[0], tmp_path, images=np.zeros((240, 8, 8, 2)))
+    with pytest.raises(ValueError, match="each image must be an array"):
+        build_site(estimator, digits[0], tmp_path, images=np.zeros((240, 8)))
 
 
 @given(st.text())
