@@ -75,10 +75,12 @@ def build_site(
     images : array-like or sequence, default=None
         One image per row of X: an array of shape (n_samples, height, width),
         (n_samples, height, width, channels) or (n_samples, channels, height,
-        width) with 1, 3 or 4 channels (as :func:`skdict.datasets.load_digits_images`
-        gives), or a sequence of such arrays, PIL images or image file paths. Top samples then show as thumbnails (needs pillow,
-        from ``skdict[vision]``). Integer arrays other than uint8 and float
-        arrays are scaled per image to their own range.
+        width) with 1, 3 or 4 channels (as
+        :func:`skdict.datasets.load_digits_images` gives), or a sequence of
+        such arrays, PIL images or image file paths. Top samples then show as
+        thumbnails (needs pillow, from ``skdict[vision]``). Integer arrays
+        other than uint8 and float arrays are scaled per image to their own
+        range.
     labels : sequence of length n_samples, default=None
         A label per sample (class name, file name...) shown with top samples.
     projector : ClassEmbeddingProjector, default=None
