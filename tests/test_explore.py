@@ -372,6 +372,17 @@ def _browser():
     return sync_playwright, chromium
 
 
+def test_missing_browser_fails_when_required(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(os.path, "exists", lambda path: False)
+    monkeypatch.setenv("SKDICT_REQUIRE_BROWSER", "1")
+    with pytest.raises(pytest.fail.Exception, match="no chromium binary"):
+        _browser()
+    monkeypatch.delenv("SKDICT_REQUIRE_BROWSER")
+    with pytest.raises(pytest.skip.Exception, match="no chromium binary"):
+        _browser()
+
+
 def test_site_in_browser(site, estimator, bank, digits):
     sync_playwright, chromium = _browser()
     index = site[0]
