@@ -28,7 +28,8 @@ def block_rows(n_features, batch_size):
 
 def to_device(X_rows, device, scale):
     """float32 tensor of scaled rows on `device`."""
-    x = torch.from_numpy(np.asarray(X_rows, dtype=np.float32))
+    # torch wants writable memory: read-only memory-map slices are copied (one chunk)
+    x = torch.from_numpy(np.require(X_rows, np.float32, ["C_CONTIGUOUS", "WRITEABLE"]))
     return x.to(device) / scale
 
 

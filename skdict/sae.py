@@ -51,11 +51,14 @@ class SparseAutoencoder(_BaseDictionary):
     - rows are read from X in blocks of about 64 MiB, so a memory map is never
       loaded whole, neither in host memory nor on the device.
 
-    ReLU and TopK codes are non-negative: data whose sparse structure has signed
-    coefficients needs two latents per direction (``d`` and ``-d``). On signals
-    drawn from 256 atoms with signed codes a TopK SAE with 256 latents recovers
-    only about a third of the atoms; with non-negative codes it recovers most
-    of them (see the tests). :class:`~skdict.DoubleBatchKSVD` has signed codes.
+    SAE codes are non-negative (every activation here ends in a ReLU): data
+    whose sparse structure has signed coefficients needs two latents per
+    direction (``d`` and ``-d``). On 10,000 signals in 64 dimensions drawn from
+    256 atoms, 5 per signal at 20 dB, a TopK SAE with 256 latents and k=5
+    (25 epochs) recovers 89% of the atoms (``1 - |cos| < 0.05``) at explained
+    variance 0.89 when the codes are non-negative, but only 34% at 0.68 when
+    they are signed: half of its latents are spent on the negative halves.
+    :class:`~skdict.DoubleBatchKSVD` has signed codes.
 
     Parameters
     ----------

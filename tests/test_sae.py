@@ -361,3 +361,12 @@ def test_without_torch_import_works_and_use_says_how_to_install():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert "pip install 'skdict[torch]'" in out
+
+
+def test_dask_transform_is_blockwise(signals):
+    da = pytest.importorskip("dask.array")
+    X, _ = signals
+    sae = _small(sparse_output=True).fit(X)
+    codes = sae.transform(da.from_array(X, chunks=(250, 20)))
+    assert isinstance(codes, da.Array)
+    assert (codes.compute(scheduler="synchronous") != sae.transform(X)).nnz == 0
