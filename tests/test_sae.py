@@ -370,3 +370,17 @@ def test_dask_transform_is_blockwise(signals):
     codes = sae.transform(da.from_array(X, chunks=(250, 20)))
     assert isinstance(codes, da.Array)
     assert (codes.compute(scheduler="synchronous") != sae.transform(X)).nnz == 0
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    factors = [_sae_training.lr_factor(s, 100, 10, 20) for s in range(100)]
+    np.testing.assert_allclose(factors[:10], np.arange(1, 11) / 10)
+    assert factors[10:80] == [1.0] * 70
+    assert np.all(np.diff(factors[80:]) < 0) and factors[-1] == pytest.approx(0.05)
+    assert _sae_training.lr_factor(10_000, None, 10, 20) == 1.0  # partial_fit
+
+
+def test_fit_applies_the_schedule(signals):
+    sae = _small(early_stopping=False).fit(signals[0])
+    # 5 epochs of 6 batches: the last step ends the linear decay at zero
+    assert sae._trainer.schedule.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
