@@ -95,8 +95,8 @@ class SparseAutoencoder(_BaseDictionary):
         Weight of the AuxK loss; 0 disables it.
     dead_after : int, default=None
         Training rows after which a latent that has not fired is dead. None: one
-        epoch of training rows (of the first batch for :meth:`partial_fit`), at
-        most 10,000,000.
+        epoch of training rows (for :meth:`partial_fit`, the rows of the batch
+        that starts, or after unpickling resumes, training), at most 10,000,000.
     normalize : {"mean_norm"} or None, default="mean_norm"
         ``"mean_norm"`` divides inputs by their root mean squared row norm
         during training (folded back into codes and reconstructions).
@@ -320,7 +320,7 @@ class SparseAutoencoder(_BaseDictionary):
         if first:
             self._start(X, rows, rng, total_steps=None)
         elif getattr(self, "_trainer", None) is None:
-            self._trainer = self._make_trainer(self._module(), total_steps=None, n_rows=None)
+            self._trainer = self._make_trainer(self._module(), None, X.shape[0])
         self._train(X, rows, None, 1, rng)
         return self
 
@@ -371,7 +371,7 @@ class SparseAutoencoder(_BaseDictionary):
         steps = total_steps or 0
         dead_after = self.dead_after
         if dead_after is None:
-            dead_after = min(n_rows or _MAX_DEAD_AFTER, _MAX_DEAD_AFTER)
+            dead_after = min(n_rows, _MAX_DEAD_AFTER)
         return Trainer(
             module,
             learning_rate=self.learning_rate,
