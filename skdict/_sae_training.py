@@ -150,7 +150,7 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(module.parameters(), _MAX_GRAD_NORM)
         self.optimizer.step()
         self.schedule.step()
-        module.normalize_decoder()
+        module.apply_constraints()
         self.step_count += 1
         with torch.no_grad():
             self.rows_since_fired += x.shape[0]

@@ -428,7 +428,7 @@ class SparseAutoencoder(_BaseDictionary):
         self.encoder_bias_ = state["encoder_bias"].copy()
         self.decoder_bias_ = (state["decoder_bias"] * np.float32(self.scale_)).astype(np.float32)
         if self.activation == "jumprelu":
-            self.threshold_ = np.exp(state["log_threshold"])
+            self.threshold_ = state["threshold"].copy()
         elif self.activation == "batchtopk":
             self.threshold_ = float(state["batch_threshold"])
         else:
@@ -447,7 +447,7 @@ class SparseAutoencoder(_BaseDictionary):
             module.encoder_bias.copy_(torch.from_numpy(self.encoder_bias_))
             module.decoder_bias.copy_(torch.from_numpy(self.decoder_bias_ / self.scale_))
             if self.activation == "jumprelu":
-                module.log_threshold.copy_(torch.from_numpy(np.log(self.threshold_)))
+                module.threshold.copy_(torch.from_numpy(self.threshold_))
             elif self.activation == "batchtopk":
                 module.batch_threshold.fill_(self.threshold_)
         return module.to(resolve_device(self.device, torch) if device is None else device)
