@@ -150,8 +150,8 @@ class SparseAutoencoder(_BaseDictionary):
     loss_curve_ : ndarray of shape (n_iter_,)
         Mean training loss of each epoch (scaled inputs).
     validation_scores_ : ndarray of shape (n_iter_,) or None
-        Held-out explained variance after each epoch; None without early
-        stopping.
+        Held-out explained variance after each epoch of :meth:`fit`; None
+        without early stopping and after :meth:`partial_fit`.
     dead_fraction_ : float
         Share of latents dead at the end of training.
     n_iter_ : int
@@ -363,7 +363,7 @@ class SparseAutoencoder(_BaseDictionary):
         self._trainer = self._make_trainer(module.to(device), total_steps, rows.size)
         self.n_iter_ = 0
         self.loss_curve_ = np.empty(0)
-        self.validation_scores_ = np.empty(0) if self.early_stopping else None
+        self.validation_scores_ = None
 
     def _make_trainer(self, module, total_steps, n_rows):
         from ._sae_training import Trainer
@@ -416,8 +416,8 @@ class SparseAutoencoder(_BaseDictionary):
                 if stale >= self.n_iter_no_change:
                     break
         self.loss_curve_ = np.concatenate([self.loss_curve_, losses])
-        if self.validation_scores_ is not None and val_rows is not None:
-            self.validation_scores_ = np.concatenate([self.validation_scores_, scores])
+        if val_rows is not None:
+            self.validation_scores_ = np.asarray(scores)
         self._export(trainer.module)
 
     def _export(self, module):

@@ -296,7 +296,7 @@ def test_partial_fit_keeps_improving(signals):
     sae = _small(learning_rate=3e-3)
     for _ in range(8):
         sae.partial_fit(X)
-    assert sae.n_iter_ == 8
+    assert sae.n_iter_ == 8 and sae.validation_scores_ is None
     assert sae.loss_curve_[-1] < 0.7 * sae.loss_curve_[0]
     with pytest.raises(ValueError, match="features"):
         sae.partial_fit(X[:, :5])
