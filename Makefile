@@ -30,6 +30,7 @@ test: $(INSTALLED)
 bench: $(BENCH_INSTALLED)
 	$(PY) benchmarks/bench_pursuit.py
 	$(PY) benchmarks/bench_ksvd.py
+	$(PY) benchmarks/bench_sae.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
