@@ -1,0 +1,155 @@
+"""The ``skdict`` command: each subcommand on small files, and its exit-2 errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from skdict.cli import main
+from skdict.datasets import make_sparse_signals
+from skdict.ksvd import DoubleBatchKSVD
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Embeddings as .npy, .npz and shards, plus a model fitted by ``skdict fit``."""
+    tmp = tmp_path_factory.mktemp("cli")
+    X, D_true, _ = make_sparse_signals(240, 12, 16, 2, random_state=0)
+    np.save(tmp / "X.npy", X)
+    np.savez(tmp / "X.npz", embeddings=X)
+    (tmp / "shards").mkdir()
+    np.save(tmp / "shards" / "0.npy", X[:100])
+    np.save(tmp / "shards" / "1.npy", X[100:])
+    np.save(tmp / "vector.npy", X[0])
+    np.save(tmp / "narrow.npy", X[:, :5])
+    (tmp / "junk.joblib").write_text("not a model")
+    joblib.dump({"components_": None}, tmp / "dict.joblib")
+    code = main(["fit", str(tmp / "X.npy"), "--n-components", "16", "--n-nonzero", "2",
+                 "--max-iter", "30", "-o", str(tmp / "model.joblib"), "--quiet"])
+    assert code == 0
+    return tmp, X, D_true
+
+
+def test_fit_writes_a_model_that_recovers_the_dictionary(files):
+    tmp, X, D_true = files
+    model = joblib.load(tmp / "model.joblib")
+    assert isinstance(model, DoubleBatchKSVD)
+    assert model.components_.shape == (16, 12)
+    assert model.n_nonzero_coefs == 2
+    cos = np.abs(D_true @ model.components_.T).max(axis=1)
+    assert np.mean(cos > 0.95) > 0.8
+
+
+@pytest.mark.parametrize("source", ["X.npz", "shards"])
+def test_fit_reads_npz_and_shard_directories(files, source, capsys):
+    tmp, X, _ = files
+    out = tmp / f"from-{source}.joblib"
+    assert main(["fit", str(tmp / source), "--n-components", "8", "--n-nonzero", "2",
+                 "--max-iter", "2", "-o", str(out)]) == 0
+    assert joblib.load(out).n_features_in_ == X.shape[1]
+    assert f"on {X.shape[0]} x {X.shape[1]} embeddings" in capsys.readouterr().err
+
+
+def test_encode_writes_csr_codes(files):
+    tmp, X, _ = files
+    out = tmp / "codes.npz"
+    assert main(["encode", str(tmp / "model.joblib"), str(tmp / "X.npy"), "-o", str(out),
+                 "-q"]) == 0
+    codes = sp.load_npz(out)
+    assert sp.issparse(codes) and codes.format == "csr"
+    assert codes.shape == (X.shape[0], 16)
+    assert codes.getnnz(axis=1).max() <= 2
+    model = joblib.load(tmp / "model.joblib")
+    np.testing.assert_allclose(codes.toarray(), model.transform(X))
+
+
+def test_encode_in_chunks_matches_one_pass(files):
+    from skdict.cli import encode_in_chunks
+
+    tmp, X, _ = files
+    model = joblib.load(tmp / "model.joblib")
+    codes = encode_in_chunks(model, np.load(tmp / "X.npy", mmap_mode="r"), chunk=7)
+    np.testing.assert_allclose(codes.toarray(), model.transform(X))
+
+
+def test_quiet_prints_nothing(files, capsys):
+    tmp, _, _ = files
+    main(["encode", str(tmp / "model.joblib"), str(tmp / "X.npy"), "-o",
+          str(tmp / "quiet.npz"), "--quiet"])
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["fit", "{tmp}/missing.npy", "-o", "{tmp}/m.joblib"],
+         "embeddings file '{tmp}/missing.npy' does not exist"),
+        (["fit", "{tmp}/vector.npy", "-o", "{tmp}/m.joblib"], "expected a 2-D array"),
+        (["fit", "{tmp}/empty", "-o", "{tmp}/m.joblib"], "holds no .npy shards"),
+        (["fit", "{tmp}/X.npy", "--n-components", "2", "--n-nonzero", "5", "-o",
+          "{tmp}/m.joblib"], "n_nonzero_coefs=5 must be between 1"),
+        (["encode", "{tmp}/nothing.joblib", "{tmp}/X.npy", "-o", "{tmp}/c.npz"],
+         "model file '{tmp}/nothing.joblib' does not exist"),
+        (["encode", "{tmp}/junk.joblib", "{tmp}/X.npy", "-o", "{tmp}/c.npz"],
+         "cannot read model '{tmp}/junk.joblib'"),
+        (["encode", "{tmp}/dict.joblib", "{tmp}/X.npy", "-o", "{tmp}/c.npz"],
+         "holds a dict, not a fitted skdict dictionary"),
+        (["encode", "{tmp}/model.joblib", "{tmp}/narrow.npy", "-o", "{tmp}/c.npz"],
+         "has 5 features per row but the model was fitted on 12"),
+    ],
+)
+def test_errors_exit_2_with_one_line(files, argv, message, capsys):
+    tmp, _, _ = files
+    (tmp / "empty").mkdir(exist_ok=True)
+    code = main([a.format(tmp=tmp) for a in argv] + ["-q"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message.format(tmp=tmp) in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def _run(*args, cwd):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+    return subprocess.run([sys.executable, "-m", "skdict", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True)
+
+
+def test_console_error_has_no_traceback(tmp_path):
+    result = _run("encode", "missing.joblib", "missing.npy", "-o", "c.npz", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "skdict encode: error: model file 'missing.joblib' does not exist."
+    )
+
+
+@pytest.mark.parametrize("command", ["demo", "fit", "encode", "describe", "score", "explore"])
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert f"usage: skdict {command}" in capsys.readouterr().out
+
+
+def test_demo_quick_writes_report_and_results(tmp_path):
+    result = _run("demo", "--quick", "--quiet", "--out", "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "signal recovered" in result.stdout and "DoubleBatchKSVD" in result.stdout
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert "<table>" in report and "<td>DoubleBatchKSVD</td>" in report
+    assert 'src="data:image/png;base64,' in report
+    assert "http://" not in report and "https://" not in report
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    methods = {row[1] for row in results["rows"]}
+    assert {"DoubleBatchKSVD", "sklearn MiniBatchDictionaryLearning"} <= methods
+    recovery = {row[1]: row[results["columns"].index("atom recovery")]
+                for row in results["rows"] if row[0] == "synthetic"}
+    assert recovery["DoubleBatchKSVD"] > recovery["sklearn MiniBatchDictionaryLearning"]
