@@ -1,15 +1,33 @@
-"""Scores of a dictionary: reconstruction, sparsity and atom recovery.
+"""Scores of a dictionary: reconstruction, atom descriptions, sparsity, atom recovery.
 
-All scores are "higher is better".
+Scores (``signal_recovered``, ``explained_variance``, ``faithfulness``,
+``specificity``, ``unique_name_ratio``, ``atom_recovery_rate`` and the scorers)
+are "higher is better". ``l0``, ``dead_fraction`` and ``coherence`` are
+statistics where lower usually means sparser, livelier or less redundant. See
+the "Metrics" page of the documentation for formulas, sources and failure modes.
 """
 
 import numpy as np
+import scipy.sparse as sp
+from sklearn.utils import check_random_state
 
+from ._auroc import column_auroc
+from ._dictionary import components_from, encode, reconstruct
+from ._rows import _centred_unit_rows, _row_norms, _unit_rows
 from ._validation import check_samples
+from .concepts import (
+    atom_usage,
+    check_bank,
+    check_same_space,
+    concept_vectors,
+    random_bank,
+    top_concepts,
+)
 
-
-def _row_norms(X):
-    return np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64))
+# Random banks averaged for the chance level (``baseline=True``).
+_N_BASELINE_DRAWS = 5
+# Atoms scored per block: bounds the (n_samples x atoms) score matrix.
+_ATOM_CHUNK = 256
 
 
 def _relative_errors(X, residual):
@@ -130,6 +148,459 @@ def atom_recovery_rate(true_components, components, *, threshold=0.01):
     return float(np.mean(1.0 - cos.max(axis=1) < threshold))
 
 
-def _unit_rows(D):
-    norms = _row_norms(D)
-    return D / np.where(norms > 0, norms, 1.0)[:, None]
+def faithfulness(
+    estimator, X, bank, *, names=None, center=True, baseline=False, per_atom=False,
+    random_state=0,
+):
+    """How well atom names predict the atoms firing: mean AUROC over alive atoms.
+
+    For atom ``k`` named ``c(k)``, the cosine ``s_ik = cos(x_i, t_c(k))`` between
+    each row and the name is used as a predictor of the atom firing on that row,
+    ``s_k a_ik > 0`` (``s_k`` the atom's sign, see :func:`skdict.describe_atoms`;
+    for non-negative codes this is ``a_ik != 0``). The score is the area under
+    the ROC curve of that predictor, averaged over the alive atoms: 1 when the
+    rows most similar to the name are exactly those using the atom, 0.5 when the
+    name says nothing about it (CLIP-Dissect-style, with AUROC as the
+    similarity-to-activation measure).
+
+    Parameters
+    ----------
+    estimator : estimator
+        A fitted dictionary learner, or a Pipeline whose last step is one.
+    X : array-like of shape (n_samples, n_features)
+        Data (the Pipeline's input); should hold both rows that use each atom
+        and rows that do not.
+    bank : ConceptBank
+        Concepts in the dictionary's space.
+    names : array-like of int of shape (n_components,), default=None
+        An explicit description: ``names[k]`` is the index in `bank` of atom
+        ``k``'s concept. None names each atom by its closest concept.
+    center : bool, default=True
+        SpLiCE centring of the cosines: remove the mean row of X (in the
+        dictionary's space) and, if the bank centres, the bank's mean concept,
+        then renormalise. False uses raw cosines on both sides.
+    baseline : bool, default=False
+        Return the chance level instead: the same score with banks of the same
+        size and dimension drawn uniformly on the unit sphere (and `names`,
+        if given, applied to them), averaged over a few draws.
+    per_atom : bool, default=False
+        Return one AUROC per atom instead of the mean.
+    random_state : int, RandomState instance or None, default=0
+        Seeds the random banks of `baseline`.
+
+    Returns
+    -------
+    score : float or ndarray of shape (n_components,)
+        In [0, 1]. Per atom: NaN for dead atoms and for atoms firing on every
+        row (no negatives to rank); the mean skips them (NaN if none is left).
+
+    See Also
+    --------
+    specificity : Whether each atom's name retrieves it back.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.decomposition import SparseCoder
+    >>> from skdict import ConceptBank
+    >>> from skdict.metrics import faithfulness
+    >>> rng = np.random.default_rng(0)
+    >>> bank = ConceptBank(["a", "b", "c", "d"], np.eye(4))
+    >>> X = rng.exponential(size=(200, 4)) * (rng.random((200, 4)) < 0.3)
+    >>> coder = SparseCoder(np.eye(4), transform_algorithm="threshold",
+    ...                     transform_alpha=0.0)
+    >>> faithfulness(coder, X, bank, center=False)
+    1.0
+    """
+    return _description_score(
+        _faithfulness_per_atom, estimator, X, bank, names=names, center=center,
+        baseline=baseline, per_atom=per_atom, random_state=random_state,
+    )
+
+
+def specificity(
+    estimator, X, bank, *, names=None, center=True, baseline=False, per_atom=False,
+    random_state=0,
+):
+    """Share of alive atoms whose name retrieves them back among all atoms.
+
+    Atom ``k`` named ``c(k)`` is specific when it is the atom closest to its
+    name: ``argmax_j cos(s_j d_j, t_c(k)) == k`` (a mutual nearest-neighbour
+    check between atoms and concepts). Read it together with
+    :func:`unique_name_ratio`: many atoms can share one vague name.
+
+    Parameters
+    ----------
+    estimator : estimator
+        A fitted dictionary learner, or a Pipeline whose last step is one.
+    X : array-like of shape (n_samples, n_features)
+        Data (the Pipeline's input), used to find alive atoms and atom signs.
+    bank : ConceptBank
+        Concepts in the dictionary's space.
+    names : array-like of int of shape (n_components,), default=None
+        Explicit atom -> concept index assignment; None names each atom by its
+        closest concept.
+    center : bool, default=True
+        Use the bank's centred concepts (when the bank centres); False uses
+        the raw unit embeddings.
+    baseline : bool, default=False
+        Return the chance level: the score with uniform random banks of the
+        same size and dimension, averaged over a few draws.
+    per_atom : bool, default=False
+        Return 1.0 / 0.0 per atom (NaN for dead atoms) instead of the share.
+    random_state : int, RandomState instance or None, default=0
+        Seeds the random banks of `baseline`.
+
+    Returns
+    -------
+    score : float or ndarray of shape (n_components,)
+        In [0, 1].
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.decomposition import SparseCoder
+    >>> from skdict import ConceptBank
+    >>> from skdict.metrics import specificity
+    >>> bank = ConceptBank(["a", "b", "c"], np.eye(3))
+    >>> coder = SparseCoder(np.eye(3), transform_algorithm="threshold",
+    ...                     transform_alpha=0.0)
+    >>> specificity(coder, np.eye(3), bank)
+    1.0
+    >>> specificity(coder, np.eye(3), bank, names=[0, 0, 2])
+    0.6666666666666666
+    """
+    return _description_score(
+        _specificity_per_atom, estimator, X, bank, names=names, center=center,
+        baseline=baseline, per_atom=per_atom, random_state=random_state,
+    )
+
+
+def unique_name_ratio(estimator, X, bank, *, names=None, center=True):
+    """Distinct names among alive atoms, over the number of alive atoms.
+
+    ``|{c(k) : k alive}| / n_alive``: 1 when every alive atom has its own
+    concept, ``1 / n_alive`` when one concept names them all.
+
+    Parameters
+    ----------
+    estimator : estimator
+        A fitted dictionary learner, or a Pipeline whose last step is one.
+    X : array-like of shape (n_samples, n_features)
+        Data (the Pipeline's input), used to find alive atoms and atom signs.
+    bank : ConceptBank
+        Concepts in the dictionary's space.
+    names : array-like of int of shape (n_components,), default=None
+        Explicit atom -> concept index assignment; None names each atom by its
+        closest concept.
+    center : bool, default=True
+        Name atoms with the bank's centred concepts (when the bank centres).
+
+    Returns
+    -------
+    ratio : float
+        In (0, 1]; NaN when no atom is alive.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.decomposition import SparseCoder
+    >>> from skdict import ConceptBank
+    >>> from skdict.metrics import unique_name_ratio
+    >>> bank = ConceptBank(["a", "b", "c"], np.eye(3))
+    >>> coder = SparseCoder(np.eye(3), transform_algorithm="threshold",
+    ...                     transform_alpha=0.0)
+    >>> unique_name_ratio(coder, np.eye(3), bank, names=[1, 1, 2])
+    0.6666666666666666
+    """
+    coded = _code(estimator, X, bank, center)
+    concepts = _assign(coded, concept_vectors(bank, center), names)[coded.alive]
+    if concepts.size == 0:
+        return float("nan")
+    return float(np.unique(concepts).size / concepts.size)
+
+
+def l0(estimator, X):
+    """Mean number of non-zero codes per row of X.
+
+    Parameters
+    ----------
+    estimator : estimator
+        A fitted dictionary learner, or a Pipeline whose last step is one.
+    X : array-like of shape (n_samples, n_features)
+        Data (the Pipeline's input).
+
+    Returns
+    -------
+    l0 : float
+        In [0, n_components]; lower is sparser.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.decomposition import SparseCoder
+    >>> from skdict.metrics import l0
+    >>> coder = SparseCoder(np.eye(3), transform_algorithm="threshold",
+    ...                     transform_alpha=0.0)
+    >>> l0(coder, [[1.0, 0.0, 2.0], [0.0, 0.0, 3.0]])
+    1.5
+    """
+    _, X_dict, codes = encode(estimator, X)
+    codes = sp.csr_matrix(codes, copy=True)
+    codes.eliminate_zeros()
+    return float(codes.nnz / X_dict.shape[0])
+
+
+def dead_fraction(estimator, X):
+    """Share of atoms that no row of X uses.
+
+    Parameters
+    ----------
+    estimator : estimator
+        A fitted dictionary learner, or a Pipeline whose last step is one.
+    X : array-like of shape (n_samples, n_features)
+        Data (the Pipeline's input).
+
+    Returns
+    -------
+    fraction : float
+        In [0, 1]; lower is better.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.decomposition import SparseCoder
+    >>> from skdict.metrics import dead_fraction
+    >>> coder = SparseCoder(np.eye(4), transform_algorithm="threshold",
+    ...                     transform_alpha=0.0)
+    >>> dead_fraction(coder, [[1.0, 0.0, 2.0, 0.0]])
+    0.5
+    """
+    _, _, codes = encode(estimator, X)
+    alive, _ = atom_usage(codes)
+    return float(1.0 - alive.mean())
+
+
+def coherence(estimator_or_components):
+    """Mutual coherence: the largest ``|cos(d_i, d_j)|`` between two distinct atoms.
+
+    Parameters
+    ----------
+    estimator_or_components : estimator or array-like of shape (n_components, n_features)
+        A fitted dictionary learner (or a Pipeline ending in one), or atoms as rows.
+
+    Returns
+    -------
+    coherence : float
+        In [0, 1]; 1 means two atoms are parallel (a duplicate), 0 that all
+        atoms are orthogonal. 0 for a single atom.
+
+    Examples
+    --------
+    >>> from skdict.metrics import coherence
+    >>> coherence([[1.0, 0.0], [1.0, 1.0], [0.0, -2.0]])
+    0.7071067811865475
+    """
+    D = _unit_rows(np.asarray(components_from(estimator_or_components), dtype=np.float64))
+    largest = 0.0
+    for start in range(0, D.shape[0], _ATOM_CHUNK):
+        cos = np.abs(D[start:start + _ATOM_CHUNK] @ D.T)
+        rows = np.arange(cos.shape[0])
+        cos[rows, start + rows] = 0.0
+        largest = max(largest, float(cos.max(initial=0.0)))
+    return largest
+
+
+def _code(estimator, X, bank, center):
+    """Code X and collect what description scores need."""
+    bank = check_bank(bank)
+    check_same_space(components_from(estimator), bank)
+    step, X_dict, codes = encode(estimator, X)
+    alive, signs = atom_usage(codes)
+    codes = sp.csc_matrix(codes) @ sp.diags(signs.astype(np.float64))
+    atoms = _unit_rows(components_from(step).astype(np.float64) * signs[:, None])
+    X_unit = _centred_unit_rows(X_dict, center)
+    return _Coded(X_unit, atoms, (codes > 0).tocsc(), alive)
+
+
+class _Coded:
+    """Unit (centred) rows of X in the dictionary's space, signed unit atoms,
+    where each atom fires in its named direction, and which atoms are alive."""
+
+    def __init__(self, X_unit, atoms, fires, alive):
+        self.X_unit, self.atoms, self.fires, self.alive = X_unit, atoms, fires, alive
+
+
+def _assign(coded, T, names):
+    """Concept index of each atom: the given `names`, or each atom's closest concept."""
+    n_atoms = coded.atoms.shape[0]
+    if names is None:
+        return top_concepts(coded.atoms, T, 1)[0][:, 0]
+    names = np.asarray(names)
+    if names.shape != (n_atoms,) or not np.issubdtype(names.dtype, np.integer):
+        raise ValueError(
+            f"names must be an int array of shape ({n_atoms},), one concept index "
+            f"per atom; got shape {names.shape} and dtype {names.dtype}."
+        )
+    if names.min() < 0 or names.max() >= T.shape[0]:
+        raise ValueError(
+            f"names holds concept indices outside [0, {T.shape[0] - 1}]; each entry "
+            "must index the bank."
+        )
+    return names
+
+
+def _faithfulness_per_atom(coded, T, concepts):
+    out = np.full(coded.atoms.shape[0], np.nan)
+    alive = np.flatnonzero(coded.alive)
+    for start in range(0, alive.size, _ATOM_CHUNK):
+        atoms = alive[start:start + _ATOM_CHUNK]
+        out[atoms] = column_auroc(coded.X_unit @ T[concepts[atoms]].T, coded.fires[:, atoms])
+    return out
+
+
+def _specificity_per_atom(coded, T, concepts):
+    out = np.full(coded.atoms.shape[0], np.nan)
+    alive = np.flatnonzero(coded.alive)
+    for start in range(0, alive.size, _ATOM_CHUNK):
+        atoms = alive[start:start + _ATOM_CHUNK]
+        retrieved = np.argmax(T[concepts[atoms]] @ coded.atoms.T, axis=1)
+        out[atoms] = retrieved == atoms
+    return out
+
+
+def _description_score(
+    per_atom_score, estimator, X, bank, *, names, center, baseline, per_atom, random_state
+):
+    """Score a description with `per_atom_score`, or its chance level over random banks."""
+    coded = _code(estimator, X, bank, center)
+    if baseline:
+        rng = check_random_state(random_state)
+        banks = [random_bank(bank, rng) for _ in range(_N_BASELINE_DRAWS)]
+    else:
+        banks = [bank]
+    scores = []
+    for b in banks:
+        T = concept_vectors(b, center)
+        scores.append(per_atom_score(coded, T, _assign(coded, T, names)))
+    scores = np.mean(scores, axis=0)
+    if per_atom:
+        return scores
+    finite = scores[np.isfinite(scores)]
+    return float(finite.mean()) if finite.size else float("nan")
+
+
+def _reconstruction_score(estimator, X, kind):
+    return _RECONSTRUCTION[kind](*reconstruct(estimator, X))
+
+
+_RECONSTRUCTION = {
+    "signal_recovered": signal_recovered,
+    "explained_variance": explained_variance,
+}
+
+
+class _DictionaryScorer:
+    """A ``scorer(estimator, X, y=None) -> float`` for GridSearchCV, picklable."""
+
+    def __init__(self, factory, score_func, **kwargs):
+        self._factory = factory
+        self._score_func = score_func
+        self._kwargs = kwargs
+
+    def __call__(self, estimator, X, y=None):
+        return self._score_func(estimator, X, **self._kwargs)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self._kwargs.items())
+        return f"{self._factory}({args})"
+
+
+def make_reconstruction_scorer(kind="signal_recovered"):
+    """Scorer of the reconstruction ``inverse_transform(transform(X))`` of X.
+
+    Parameters
+    ----------
+    kind : {"signal_recovered", "explained_variance"}, default="signal_recovered"
+        :func:`signal_recovered` or :func:`explained_variance`.
+
+    Returns
+    -------
+    scorer : callable
+        ``scorer(estimator, X, y=None) -> float``, higher is better. With a
+        Pipeline, X goes through every step before the last, and the
+        reconstruction is compared with X in the dictionary's space.
+
+    Examples
+    --------
+    >>> from sklearn.decomposition import MiniBatchDictionaryLearning
+    >>> from sklearn.model_selection import cross_val_score
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from skdict.datasets import make_sparse_signals
+    >>> from skdict.metrics import make_reconstruction_scorer
+    >>> X, _, _ = make_sparse_signals(200, 8, 12, 2, random_state=0)
+    >>> model = make_pipeline(StandardScaler(), MiniBatchDictionaryLearning(
+    ...     12, transform_algorithm="omp", transform_n_nonzero_coefs=2,
+    ...     max_iter=5, random_state=0))
+    >>> scores = cross_val_score(model, X, cv=2,
+    ...                          scoring=make_reconstruction_scorer("explained_variance"))
+    >>> bool(scores.min() > 0.5)
+    True
+    """
+    if kind not in _RECONSTRUCTION:
+        raise ValueError(
+            f"kind must be one of {sorted(_RECONSTRUCTION)}, got {kind!r}."
+        )
+    return _DictionaryScorer("make_reconstruction_scorer", _reconstruction_score, kind=kind)
+
+
+reconstruction_scorer = make_reconstruction_scorer("signal_recovered")
+reconstruction_scorer.__doc__ = """Scorer of :func:`signal_recovered`:
+``reconstruction_scorer(estimator, X, y=None) -> float``."""
+
+
+def make_faithfulness_scorer(bank, *, names=None, center=True):
+    """Scorer of :func:`faithfulness` with a fixed concept bank.
+
+    Parameters
+    ----------
+    bank : ConceptBank
+        Concepts in the dictionary's space.
+    names : array-like of int of shape (n_components,), default=None
+        Explicit atom -> concept assignment; None names atoms by best match.
+    center : bool, default=True
+        SpLiCE centring, see :func:`faithfulness`.
+
+    Returns
+    -------
+    scorer : callable
+        ``scorer(estimator, X, y=None) -> float`` in [0, 1].
+    """
+    return _DictionaryScorer(
+        "make_faithfulness_scorer", faithfulness, bank=check_bank(bank), names=names,
+        center=center,
+    )
+
+
+def make_specificity_scorer(bank, *, names=None, center=True):
+    """Scorer of :func:`specificity` with a fixed concept bank.
+
+    Parameters
+    ----------
+    bank : ConceptBank
+        Concepts in the dictionary's space.
+    names : array-like of int of shape (n_components,), default=None
+        Explicit atom -> concept assignment; None names atoms by best match.
+    center : bool, default=True
+        Use the bank's centred concepts, see :func:`specificity`.
+
+    Returns
+    -------
+    scorer : callable
+        ``scorer(estimator, X, y=None) -> float`` in [0, 1].
+    """
+    return _DictionaryScorer(
+        "make_specificity_scorer", specificity, bank=check_bank(bank), names=names,
+        center=center,
+    )
