@@ -118,8 +118,23 @@ def load_embeddings(path, n_features=None):
     return X
 
 
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
 def load_images(path, n_samples):
-    """Images as an array (n_samples, H, W) or (n_samples, H, W, C) from .npy/.npz."""
+    """Images, one per embedding row: image files of a directory (name order) or an array.
+
+    An array (.npy/.npz) has shape (n_samples, H, W) or (n_samples, H, W, C).
+    """
+    path = _existing(path, "images")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+        if len(files) != n_samples:
+            raise CLIError(
+                f"directory {str(path)!r} holds {len(files)} images but the embeddings "
+                f"have {n_samples} rows; give one image per row."
+            )
+        return [str(p) for p in files]
     images = _load_array(path, "images file")
     if images.ndim not in (3, 4) or images.shape[0] != n_samples:
         raise CLIError(
@@ -146,6 +161,18 @@ def load_model(path):
             "dictionary; create one with 'skdict fit'."
         )
     return model
+
+
+def load_bank(path):
+    """A ConceptBank saved with ``ConceptBank.save``."""
+    from .concepts import ConceptBank
+
+    path = _existing(path, "concept bank")
+    try:
+        return ConceptBank.load(path)
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CLIError(f"cannot read concept bank {str(path)!r}: {message}") from exc
 
 
 def save_model(model, path):

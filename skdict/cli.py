@@ -17,6 +17,7 @@ from . import __version__
 from ._cli_io import (
     CLIError,
     load_embeddings,
+    load_bank,
     load_images,
     load_model,
     read_lines,
@@ -99,23 +100,21 @@ def _parse_embedder(spec):
 
 
 def _load_bank(args, n_features):
-    """The concept bank of --concept-embeddings or --concepts/--embedder, or None."""
+    """The concept bank of --concepts (a saved bank, or a text file and --embedder)."""
     from .concepts import ConceptBank
 
-    if args.concept_embeddings:
-        path = args.concept_embeddings
-        load_embeddings(path)  # a missing or malformed file is a one-line error
-        try:
-            bank = ConceptBank.load(path)
-        except (KeyError, ValueError, OSError) as exc:
-            raise CLIError(f"cannot read concept bank {path!r}: {exc}") from exc
-    elif args.concepts:
-        if not args.embedder:
-            raise CLIError("--concepts needs --embedder clip:MODEL[:PRETRAINED].")
+    if not args.concepts:
+        return None
+    if args.concepts.endswith(".npz"):
+        bank = load_bank(args.concepts)
+    elif not args.embedder:
+        raise CLIError(
+            "--concepts with a text file needs --embedder clip:MODEL[:PRETRAINED]; "
+            "or pass a bank saved with ConceptBank.save (.npz)."
+        )
+    else:
         texts = read_lines(args.concepts, "concepts file")
         bank = ConceptBank.from_texts(texts, _parse_embedder(args.embedder))
-    else:
-        return None
     if bank.embeddings.shape[1] != n_features:
         raise CLIError(
             f"the concept bank has {bank.embeddings.shape[1]}-dimensional embeddings but "
@@ -131,7 +130,7 @@ def _describe(args):
     n_features = model.components_.shape[1]
     bank = _load_bank(args, n_features)
     if bank is None:
-        raise CLIError("describe needs --concept-embeddings BANK.npz or --concepts FILE.")
+        raise CLIError("describe needs --concepts (BANK.npz, or a text file with --embedder).")
     X = load_embeddings(args.embeddings, n_features) if args.embeddings else None
     desc = describe_atoms(model, bank, X=X, top_k=args.top_k)
     for atom in np.flatnonzero(desc.alive):
@@ -163,7 +162,7 @@ def _score(args):
         ]
     print(format_table(["score", "value"], rows))
     if bank is None:
-        _say(args, "faithfulness and specificity need --concept-embeddings or --concepts.")
+        _say(args, "faithfulness and specificity need a concept bank: pass --concepts.")
     return 0
 
 
@@ -180,7 +179,9 @@ def _explore(args):
             f"{args.labels!r} has {len(labels)} labels but the embeddings have "
             f"{X.shape[0]} rows; give one label per row."
         )
-    index = build_site(model, np.asarray(X), args.out, bank=bank, images=images, labels=labels)
+    compare = load_model(args.compare) if args.compare else None
+    index = build_site(model, np.asarray(X), args.out, bank=bank, images=images, labels=labels,
+                       compare=compare)
     _say(args, f"wrote the atom explorer to {index}")
     return 0
 
@@ -198,10 +199,9 @@ def _say(args, message):
 
 def _add_bank_options(parser):
     group = parser.add_argument_group("concept bank (names for the atoms)")
-    group.add_argument("--concept-embeddings", metavar="BANK.npz",
-                       help="a ConceptBank saved with ConceptBank.save")
-    group.add_argument("--concepts", metavar="FILE",
-                       help="a text file with one concept name per line (needs --embedder)")
+    group.add_argument("--concepts", metavar="BANK.npz|FILE.txt",
+                       help="a ConceptBank saved with ConceptBank.save (.npz), or a text "
+                       "file with one concept per line, embedded with --embedder")
     group.add_argument("--embedder", metavar="clip:MODEL[:PRETRAINED]",
                        help="open_clip text encoder for --concepts, e.g. clip:ViT-B-32")
 
@@ -280,8 +280,12 @@ def _build_parser():
     explore.add_argument("model", metavar="MODEL.joblib")
     explore.add_argument("embeddings", metavar="EMBEDDINGS")
     explore.add_argument("--out", required=True, metavar="DIR")
-    explore.add_argument("--images", metavar="IMAGES.npy",
-                         help="images, one per embedding row, as an array (n, H, W[, C])")
+    explore.add_argument("--images", metavar="DIR|IMAGES.npy",
+                         help="one image per embedding row: a directory of image files "
+                         "(name order) or an array (n, H, W[, C])")
+    explore.add_argument("--compare", metavar="MODEL2.joblib",
+                         help="a second model fitted on the same embeddings, matched atom "
+                         "to atom on a comparison page")
     explore.add_argument("--labels", metavar="LABELS.txt", help="one label per embedding row")
     _add_bank_options(explore)
     explore.set_defaults(run=_explore)

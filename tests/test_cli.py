@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from skdict import ConceptBank, describe_atoms, metrics
 from skdict.cli import main
 from skdict.datasets import make_sparse_signals
 from skdict.ksvd import DoubleBatchKSVD
@@ -32,6 +34,9 @@ def files(tmp_path_factory):
     np.save(tmp / "narrow.npy", X[:, :5])
     (tmp / "junk.joblib").write_text("not a model")
     joblib.dump({"components_": None}, tmp / "dict.joblib")
+    ConceptBank([f"true atom {i}" for i in range(16)], D_true).save(tmp / "bank.npz")
+    ConceptBank(["a", "b"], np.eye(5)[:2]).save(tmp / "narrow_bank.npz")
+    (tmp / "concepts.txt").write_text("red\ngreen\n")
     code = main(["fit", str(tmp / "X.npy"), "--n-components", "16", "--n-nonzero", "2",
                  "--max-iter", "30", "-o", str(tmp / "model.joblib"), "--quiet"])
     assert code == 0
@@ -80,6 +85,68 @@ def test_encode_in_chunks_matches_one_pass(files):
     np.testing.assert_allclose(codes.toarray(), model.transform(X))
 
 
+def test_describe_prints_one_line_per_alive_atom(files, capsys):
+    tmp, X, _ = files
+    model = joblib.load(tmp / "model.joblib")
+    bank = ConceptBank.load(tmp / "bank.npz")
+    expected = describe_atoms(model, bank, X=X[:20])
+    np.save(tmp / "few.npy", X[:20])
+    assert main(["describe", str(tmp / "model.joblib"), "--concepts", str(tmp / "bank.npz"),
+                 "--embeddings", str(tmp / "few.npy"), "--top-k", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert 0 < len(lines) == expected.alive.sum() < 16
+    alive = np.flatnonzero(expected.alive)
+    for line, atom in zip(lines, alive):
+        assert line.startswith(f"atom {atom}\t")
+        assert f"{expected.names[atom, 0]} ({expected.scores[atom, 0]:.3f})" in line
+
+
+def test_describe_without_data_names_every_atom(files, capsys):
+    tmp, _, _ = files
+    assert main(["describe", str(tmp / "model.joblib"), "--concepts", str(tmp / "bank.npz"),
+                 "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 16
+    assert all(line.count("true atom") == 2 for line in lines)
+
+
+def test_score_prints_the_three_scores(files, capsys):
+    tmp, X, _ = files
+    model = joblib.load(tmp / "model.joblib")
+    bank = ConceptBank.load(tmp / "bank.npz")
+    assert main(["score", str(tmp / "model.joblib"), str(tmp / "X.npy"), "--concepts",
+                 str(tmp / "bank.npz"), "-q"]) == 0
+    out = capsys.readouterr().out
+    X_hat = model.inverse_transform(model.transform(X))
+    for name, value in [
+        ("signal recovered", metrics.signal_recovered(X, X_hat)),
+        ("faithfulness", metrics.faithfulness(model, X, bank)),
+        ("specificity", metrics.specificity(model, X, bank)),
+    ]:
+        assert re.search(rf"^{name}\s+{value:.3f}$", out, re.M), (name, out)
+
+
+def test_score_without_bank_leaves_description_scores_blank(files, capsys):
+    tmp, _, _ = files
+    assert main(["score", str(tmp / "model.joblib"), str(tmp / "X.npy")]) == 0
+    captured = capsys.readouterr()
+    assert re.search(r"^faithfulness\s+–$", captured.out, re.M)
+    assert "need a concept bank" in captured.err
+
+
+def test_explore_writes_the_site(files):
+    tmp, X, _ = files
+    labels = tmp / "labels.txt"
+    labels.write_text("".join(f"row {i}\n" for i in range(X.shape[0])))
+    out = tmp / "site"
+    assert main(["explore", str(tmp / "model.joblib"), str(tmp / "X.npy"), "--out", str(out),
+                 "--concepts", str(tmp / "bank.npz"), "--labels", str(labels),
+                 "--compare", str(tmp / "model.joblib"), "-q"]) == 0
+    index = (out / "index.html").read_text()
+    assert "<html" in index.lower()
+    assert len(list(out.rglob("*"))) > 3
+
+
 def test_quiet_prints_nothing(files, capsys):
     tmp, _, _ = files
     main(["encode", str(tmp / "model.joblib"), str(tmp / "X.npy"), "-o",
@@ -105,6 +172,22 @@ def test_quiet_prints_nothing(files, capsys):
          "holds a dict, not a fitted skdict dictionary"),
         (["encode", "{tmp}/model.joblib", "{tmp}/narrow.npy", "-o", "{tmp}/c.npz"],
          "has 5 features per row but the model was fitted on 12"),
+        (["describe", "{tmp}/model.joblib", "--concepts", "{tmp}/X.npz"],
+         "cannot read concept bank '{tmp}/X.npz'"),
+        (["describe", "{tmp}/model.joblib", "--concepts", "{tmp}/nobank.npz"],
+         "concept bank '{tmp}/nobank.npz' does not exist"),
+        (["describe", "{tmp}/model.joblib", "--concepts", "{tmp}/narrow_bank.npz"],
+         "the concept bank has 5-dimensional embeddings"),
+        (["describe", "{tmp}/model.joblib", "--concepts", "{tmp}/concepts.txt"],
+         "needs --embedder"),
+        (["describe", "{tmp}/model.joblib", "--concepts", "{tmp}/concepts.txt",
+          "--embedder", "timm:vit"], "--embedder 'timm:vit' is not understood"),
+        (["describe", "{tmp}/model.joblib"], "describe needs --concepts"),
+        (["score", "{tmp}/model.joblib", "{tmp}/vector.npy"], "expected a 2-D array"),
+        (["explore", "{tmp}/model.joblib", "{tmp}/X.npy", "--out", "{tmp}/s", "--labels",
+          "{tmp}/concepts.txt"], "has 2 labels but the embeddings have 240 rows"),
+        (["explore", "{tmp}/model.joblib", "{tmp}/X.npy", "--out", "{tmp}/s", "--images",
+          "{tmp}/X.npy"], "expected (240, H, W) or (240, H, W, C)"),
     ],
 )
 def test_errors_exit_2_with_one_line(files, argv, message, capsys):
