@@ -148,9 +148,10 @@ class ConceptBank:
         logit most, through the model's final LayerNorm and linear head:
         ``P (gamma * W_c)``, with ``W_c`` the head's weight row, ``gamma`` the
         norm's scale and ``P`` the centring LayerNorm applies (the mean of a
-        direction's entries does not reach the logits). To first order a
-        residual change ``delta`` moves logit ``c`` by ``(P (gamma * W_c)) .
-        delta / sigma``.
+        direction's entries does not reach the logits). A small residual change
+        ``delta`` orthogonal to the current (centred) activation moves logit
+        ``c`` by ``(P (gamma * W_c)) . delta / sigma``, ``sigma`` the
+        activation's standard deviation.
 
         Parameters
         ----------
