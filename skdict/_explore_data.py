@@ -75,7 +75,9 @@ def unit_rows(D):
 
 def nearest_atoms(components, n_neighbors):
     """For each atom, the `n_neighbors` other atoms of largest |cos|, with their cosines."""
-    D = unit_rows(components)
+    # float32 halves the time of the chunked products and partitions; the
+    # cosines are shown to three digits.
+    D = unit_rows(components).astype(np.float32)
     n_atoms = D.shape[0]
     n_neighbors = min(n_neighbors, n_atoms - 1)
     indices = np.empty((n_atoms, n_neighbors), dtype=np.intp)

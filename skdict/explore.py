@@ -114,18 +114,14 @@ def build_site(
     labels = _check_labels(labels, n_samples)
     if not isinstance(top_k, Integral) or isinstance(top_k, bool) or top_k < 1:
         raise ValueError(f"top_k must be a positive int, got {top_k!r}.")
-    if images is not None and len(images) != n_samples:
-        raise ValueError(
-            f"images has {len(images)} entries but X has {n_samples} rows; pass one "
-            "image per row of X."
-        )
+    _check_images(images, n_samples)
     if compare is not None:
         compare_components, _ = _check_estimator_and_data(compare, X, name="compare")
 
     out = Path(out_dir)
+    thumbs = _Thumbnails(out, images)
     codes = data.sparse_codes(estimator, X)
     atoms = _AtomSummary(estimator, components, X, codes, bank)
-    thumbs = _Thumbnails(out, images)
 
     overview = _overview(estimator, X, codes, atoms, bank, images, labels, projector)
     pushes = _class_scores(projector, components * atoms.signs[:, None])
@@ -168,6 +164,26 @@ def _check_estimator_and_data(estimator, X, name="estimator"):
         estimator.components_, X.shape[1], name=f"{name}.components_"
     )
     return components, X
+
+
+def _check_images(images, n_samples):
+    if images is None:
+        return
+    if len(images) != n_samples:
+        raise ValueError(
+            f"images has {len(images)} entries but X has {n_samples} rows; pass one "
+            "image per row of X."
+        )
+    if isinstance(images, np.ndarray) and len(images):
+        _check_image_shape(images[0])
+
+
+def _check_image_shape(image):
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+        raise ValueError(
+            "each image must be an array of shape (height, width) or (height, width, "
+            f"3 or 4), got shape {image.shape}."
+        )
 
 
 def _check_labels(labels, n_samples):
@@ -354,19 +370,18 @@ class _Thumbnails:
         self.out = out
         self.images = images
         self.samples = set()
+        if images is not None:
+            self.Image = import_optional("PIL.Image", "vision", "build_site(images=...)")
 
     def add(self, rows):
         if self.images is not None:
             self.samples.update(int(i) for i in rows)
 
     def write(self):
-        if not self.samples:
-            return
-        Image = import_optional("PIL.Image", "vision", "build_site(images=...)")
         for i in sorted(self.samples):
             path = self.out / "thumbs" / str(i // _THUMBS_PER_FOLDER) / f"{i}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
-            _to_pil(self.images[i], Image).save(path)
+            _to_pil(self.images[i], self.Image).save(path)
 
 
 def _to_pil(image, Image):
@@ -382,11 +397,7 @@ def _to_pil(image, Image):
 
 
 def _to_uint8(image):
-    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
-        raise ValueError(
-            "each image must be an array of shape (height, width) or (height, width, "
-            f"3 or 4), got shape {image.shape}."
-        )
+    _check_image_shape(image)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.dtype == np.uint8:

@@ -266,6 +266,15 @@ def test_thumbnails_from_paths_and_rgb(tmp_path, estimator, digits):
             assert thumb.convert("RGB").getpixel((0, 0)) == (200, 0, 0)
 
 
+def test_sparse_codes_give_the_same_site(tmp_path, estimator, digits):
+    X = digits[0]
+    sparse = copy.deepcopy(estimator).set_params(sparse_output=True)
+    build_site(estimator, X, tmp_path / "dense", top_k=3)
+    build_site(sparse, X, tmp_path / "sparse", top_k=3)
+    for name in ("overview", "atoms", "pages/0"):
+        assert _read(tmp_path / "sparse", name) == _read(tmp_path / "dense", name)
+
+
 def test_without_bank_atoms_are_unnamed(tmp_path, estimator, digits):
     X = digits[0]
     build_site(estimator, X, tmp_path, top_k=2)
@@ -372,7 +381,17 @@ def test_site_in_browser(site, estimator, bank, digits):
             first = int(page.locator("#atom-rows tr").first.get_attribute("data-atom"))
             assert table["usage"][first] == max(table["usage"])
 
-            # Searching filters the list to matching concept names.
+            # Sorting by faithfulness, then by name.
+            page.click("button[data-sort=faith]")
+            first = int(page.locator("#atom-rows tr").first.get_attribute("data-atom"))
+            assert table["faith"][first] == max(f for f in table["faith"] if f is not None)
+            page.click("button[data-sort=name]")
+            shown = page.locator("#atom-rows td.concept").all_inner_texts()
+            assert shown == sorted(shown, key=str.lower)
+
+            # Searching filters the list to matching concept names, or an atom number.
+            page.fill("#search", "#5")
+            assert page.locator("#atom-rows tr").get_attribute("data-atom") == "5"
             page.fill("#search", "concept 1")
             names = [table["names"][i] for i in table["name"]]
             expected = {k for k, n in enumerate(names) if "concept 1" in n}
