@@ -1,14 +1,19 @@
 """skdict: sparse dictionaries for taking vision transformers apart."""
 
 from .concepts import ConceptBank, describe_atoms
+from .embeddings import CLIPEmbedder, TimmEmbedder
 from .ksvd import DoubleBatchKSVD
+from .projection import ClassEmbeddingProjector
 from .pursuit import sparse_encode
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "CLIPEmbedder",
+    "ClassEmbeddingProjector",
     "ConceptBank",
     "DoubleBatchKSVD",
+    "TimmEmbedder",
     "__version__",
     "describe_atoms",
     "sparse_encode",

@@ -135,3 +135,5 @@ def _random_supports(rng, n_rows, n_atoms, k, chunk=4096):
         perm = np.argsort(rng.random_sample((rows.size, n_atoms)), axis=1)[:, :k]
         support[rows] = np.sort(perm, axis=1)
     return support
+
+from ._digits_vit import load_digits_images, make_digits_vit, train_digits_vit  # noqa: E402
