@@ -245,7 +245,7 @@ def _write_report(out_dir, parts, rows, quick):
     report.add_table(
         "The most used DoubleBatchKSVD atoms, named by the class-head concept bank "
         "(cosine), by the classes they push through the head, and the share of the "
-        "digits using each atom that carry its name (purity)",
+        "digits using each atom that carry its name (purity; chance is 10%)",
         atom_columns, [[a[c] for c in atom_columns] for a in digits["atoms"][:_N_NAMED_ATOMS]],
     )
     report.add_link("Browse every atom in the explorer", "explorer/index.html")
