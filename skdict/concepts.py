@@ -7,6 +7,7 @@ cosine, as the seed paper names atoms with the caption whose CLIP text
 embedding matches them.
 """
 
+from collections import Counter
 from numbers import Integral
 
 import numpy as np
@@ -74,8 +75,9 @@ class ConceptBank:
                 f"names has {len(self.names)} entries but embeddings has {E.shape[0]} "
                 "rows; pass one embedding per name."
             )
-        if np.any(np.linalg.norm(E, axis=1) == 0):
-            zero = int(np.flatnonzero(np.linalg.norm(E, axis=1) == 0)[0])
+        zero_rows = np.flatnonzero(np.linalg.norm(E, axis=1) == 0)
+        if zero_rows.size:
+            zero = int(zero_rows[0])
             raise ValueError(
                 f"embeddings row {zero} ({self.names[zero]!r}) is zero and has no "
                 "direction; drop that concept."
@@ -286,19 +288,18 @@ def describe_atoms(estimator_or_components, bank, *, X=None, top_k=1):
         raise ValueError(
             f"top_k must be an int between 1 and the bank size ({len(bank)}), got {top_k!r}."
         )
+    if X is not None and not is_estimator_like(estimator_or_components):
+        raise TypeError(
+            "X needs an estimator to code it; pass the fitted dictionary "
+            "learner instead of its components, or leave X=None."
+        )
+    D = components_from(estimator_or_components)
+    check_same_space(D, bank)
     if X is None:
-        D = components_from(estimator_or_components)
         alive, signs = np.ones(D.shape[0], dtype=bool), np.ones(D.shape[0], dtype=int)
     else:
-        if not is_estimator_like(estimator_or_components):
-            raise TypeError(
-                "X needs an estimator to code it; pass the fitted dictionary "
-                "learner instead of its components, or leave X=None."
-            )
-        D = components_from(estimator_or_components)
         _, _, codes = encode(estimator_or_components, X)
         alive, signs = atom_usage(codes)
-    check_same_space(D, bank)
     indices, scores = top_concepts(D * signs[:, None], concept_vectors(bank), top_k)
     return Bunch(
         names=np.asarray(bank.names, dtype=str)[indices],
@@ -380,14 +381,11 @@ def _check_names(names, name="names"):
     bad = [n for n in names if not isinstance(n, str) or not n]
     if bad:
         raise TypeError(f"{name} must hold non-empty strings only; got {bad[0]!r}.")
-    if len(set(names)) != len(names):
-        seen, dup = set(), None
-        for n in names:
-            if n in seen:
-                dup = n
-                break
-            seen.add(n)
-        raise ValueError(f"{name} must be distinct; {dup!r} appears more than once.")
+    repeated = [n for n, count in Counter(names).items() if count > 1]
+    if repeated:
+        raise ValueError(
+            f"{name} must be distinct; {repeated[0]!r} appears more than once."
+        )
     return names
 
 

@@ -9,25 +9,21 @@ the "Metrics" page of the documentation for formulas, sources and failure modes.
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.utils import check_random_state
 
-from ._auroc import column_auroc
-from ._dictionary import components_from, encode, reconstruct
-from ._rows import _centred_unit_rows, _row_norms, _unit_rows
-from ._validation import check_samples
-from .concepts import (
-    atom_usage,
-    check_bank,
-    check_same_space,
-    concept_vectors,
-    random_bank,
-    top_concepts,
+from ._description import (
+    assign,
+    code,
+    description_score,
+    faithfulness_per_atom,
+    specificity_per_atom,
 )
+from ._dictionary import components_from, encode, reconstruct
+from ._rows import _row_norms, _unit_rows
+from ._validation import check_samples
+from .concepts import atom_usage, check_bank, concept_vectors
 
-# Random banks averaged for the chance level (``baseline=True``).
-_N_BASELINE_DRAWS = 5
-# Atoms scored per block: bounds the (n_samples x atoms) score matrix.
-_ATOM_CHUNK = 256
+# Atoms per block when computing coherence: bounds the (block x atoms) Gram.
+_ATOM_CHUNK = 1024
 
 
 def _relative_errors(X, residual):
@@ -83,7 +79,9 @@ def signal_recovered(X, X_hat):
 def explained_variance(X, X_hat):
     """``1 - sum ||x_i - x̂_i||² / sum ||x_i - x̄||²`` (1 - FVU, SAEBench convention).
 
-    Equals ``sklearn.metrics.r2_score(X, X_hat, multioutput="variance_weighted")``.
+    Equals ``sklearn.metrics.r2_score(X, X_hat, multioutput="variance_weighted")``;
+    unlike ``sklearn.metrics.explained_variance_score`` it does not forgive a
+    constant offset between X and X_hat.
 
     Parameters
     ----------
@@ -212,8 +210,8 @@ def faithfulness(
     >>> faithfulness(coder, X, bank, center=False)
     1.0
     """
-    return _description_score(
-        _faithfulness_per_atom, estimator, X, bank, names=names, center=center,
+    return description_score(
+        faithfulness_per_atom, estimator, X, bank, names=names, center=center,
         baseline=baseline, per_atom=per_atom, random_state=random_state,
     )
 
@@ -270,8 +268,8 @@ def specificity(
     >>> specificity(coder, np.eye(3), bank, names=[0, 0, 2])
     0.6666666666666666
     """
-    return _description_score(
-        _specificity_per_atom, estimator, X, bank, names=names, center=center,
+    return description_score(
+        specificity_per_atom, estimator, X, bank, names=names, center=center,
         baseline=baseline, per_atom=per_atom, random_state=random_state,
     )
 
@@ -313,8 +311,8 @@ def unique_name_ratio(estimator, X, bank, *, names=None, center=True):
     >>> unique_name_ratio(coder, np.eye(3), bank, names=[1, 1, 2])
     0.6666666666666666
     """
-    coded = _code(estimator, X, bank, center)
-    concepts = _assign(coded, concept_vectors(bank, center), names)[coded.alive]
+    coded = code(estimator, X, bank, center)
+    concepts = assign(coded, concept_vectors(bank, center), names)[coded.alive]
     if concepts.size == 0:
         return float("nan")
     return float(np.unique(concepts).size / concepts.size)
@@ -409,85 +407,6 @@ def coherence(estimator_or_components):
         cos[rows, start + rows] = 0.0
         largest = max(largest, float(cos.max(initial=0.0)))
     return largest
-
-
-def _code(estimator, X, bank, center):
-    """Code X and collect what description scores need."""
-    bank = check_bank(bank)
-    check_same_space(components_from(estimator), bank)
-    step, X_dict, codes = encode(estimator, X)
-    alive, signs = atom_usage(codes)
-    codes = sp.csc_matrix(codes) @ sp.diags(signs.astype(np.float64))
-    atoms = _unit_rows(components_from(step).astype(np.float64) * signs[:, None])
-    X_unit = _centred_unit_rows(X_dict, center)
-    return _Coded(X_unit, atoms, (codes > 0).tocsc(), alive)
-
-
-class _Coded:
-    """Unit (centred) rows of X in the dictionary's space, signed unit atoms,
-    where each atom fires in its named direction, and which atoms are alive."""
-
-    def __init__(self, X_unit, atoms, fires, alive):
-        self.X_unit, self.atoms, self.fires, self.alive = X_unit, atoms, fires, alive
-
-
-def _assign(coded, T, names):
-    """Concept index of each atom: the given `names`, or each atom's closest concept."""
-    n_atoms = coded.atoms.shape[0]
-    if names is None:
-        return top_concepts(coded.atoms, T, 1)[0][:, 0]
-    names = np.asarray(names)
-    if names.shape != (n_atoms,) or not np.issubdtype(names.dtype, np.integer):
-        raise ValueError(
-            f"names must be an int array of shape ({n_atoms},), one concept index "
-            f"per atom; got shape {names.shape} and dtype {names.dtype}."
-        )
-    if names.min() < 0 or names.max() >= T.shape[0]:
-        raise ValueError(
-            f"names holds concept indices outside [0, {T.shape[0] - 1}]; each entry "
-            "must index the bank."
-        )
-    return names
-
-
-def _faithfulness_per_atom(coded, T, concepts):
-    out = np.full(coded.atoms.shape[0], np.nan)
-    alive = np.flatnonzero(coded.alive)
-    for start in range(0, alive.size, _ATOM_CHUNK):
-        atoms = alive[start:start + _ATOM_CHUNK]
-        out[atoms] = column_auroc(coded.X_unit @ T[concepts[atoms]].T, coded.fires[:, atoms])
-    return out
-
-
-def _specificity_per_atom(coded, T, concepts):
-    out = np.full(coded.atoms.shape[0], np.nan)
-    alive = np.flatnonzero(coded.alive)
-    for start in range(0, alive.size, _ATOM_CHUNK):
-        atoms = alive[start:start + _ATOM_CHUNK]
-        retrieved = np.argmax(T[concepts[atoms]] @ coded.atoms.T, axis=1)
-        out[atoms] = retrieved == atoms
-    return out
-
-
-def _description_score(
-    per_atom_score, estimator, X, bank, *, names, center, baseline, per_atom, random_state
-):
-    """Score a description with `per_atom_score`, or its chance level over random banks."""
-    coded = _code(estimator, X, bank, center)
-    if baseline:
-        rng = check_random_state(random_state)
-        banks = [random_bank(bank, rng) for _ in range(_N_BASELINE_DRAWS)]
-    else:
-        banks = [bank]
-    scores = []
-    for b in banks:
-        T = concept_vectors(b, center)
-        scores.append(per_atom_score(coded, T, _assign(coded, T, names)))
-    scores = np.mean(scores, axis=0)
-    if per_atom:
-        return scores
-    finite = scores[np.isfinite(scores)]
-    return float(finite.mean()) if finite.size else float("nan")
 
 
 def _reconstruction_score(estimator, X, kind):

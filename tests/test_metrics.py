@@ -2,9 +2,11 @@ import pickle
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from scipy.stats import rankdata
 from sklearn.decomposition import MiniBatchDictionaryLearning, SparseCoder
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import explained_variance_score, r2_score, roc_auc_score
@@ -13,7 +15,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer
 
 from skdict import ConceptBank, DoubleBatchKSVD
-from skdict._auroc import column_auroc
+from skdict._auroc import _row_ranks, row_auroc
 from skdict.metrics import (
     coherence,
     dead_fraction,
@@ -69,27 +71,31 @@ def test_explained_variance_differs_from_sklearn_on_biased_reconstruction():
 
 @settings(max_examples=50)
 @given(
-    arrays(np.int8, (30, 4), elements=st.integers(-3, 3)),
-    arrays(np.bool_, (30, 4)),
+    arrays(np.int8, (4, 30), elements=st.integers(-3, 3)),
+    arrays(np.bool_, (4, 30)),
 )
-def test_column_auroc_matches_roc_auc_score(scores, labels):
+def test_row_auroc_matches_roc_auc_score(scores, labels):
     """Integer scores make ties common: they must be counted as half, as sklearn does."""
     scores = scores.astype(np.float64)
-    got = column_auroc(scores, labels)
+    got = row_auroc(scores, labels)
     for j in range(4):
-        if 0 < labels[:, j].sum() < 30:
-            assert got[j] == pytest.approx(roc_auc_score(labels[:, j], scores[:, j]))
+        if 0 < labels[j].sum() < 30:
+            assert got[j] == pytest.approx(roc_auc_score(labels[j], scores[j]))
         else:
             assert np.isnan(got[j])
 
 
-def test_column_auroc_accepts_sparse_labels(rng):
-    import scipy.sparse as sp
+@settings(max_examples=30)
+@given(arrays(np.float64, (3, 40), elements=st.sampled_from([-1.5, 0.0, 0.25, 2.0, 7.0])))
+def test_row_ranks_match_scipy(scores):
+    np.testing.assert_array_equal(_row_ranks(scores), rankdata(scores, axis=1))
 
-    scores = rng.standard_normal((50, 6))
-    labels = rng.random((50, 6)) < 0.3
+
+def test_row_auroc_accepts_sparse_labels(rng):
+    scores = rng.standard_normal((6, 50))
+    labels = rng.random((6, 50)) < 0.3
     np.testing.assert_allclose(
-        column_auroc(scores, sp.csc_matrix(labels)), column_auroc(scores, labels)
+        row_auroc(scores, sp.csr_matrix(labels)), row_auroc(scores, labels)
     )
 
 
