@@ -7,6 +7,8 @@ Sites, for block l with input x:
 - ``"attn"`` / ``"mlp"``: each branch's output exactly as it is added to the
   residual: after LayerScale (``ls1``/``ls2``) in pre-norm blocks, after
   ``norm1``/``norm2`` in post-norm blocks (``ResPostBlock``);
+- ``"attn_in"``: the attention module's input (x after ``norm1`` in pre-norm
+  blocks);
 - ``"keys"``: the MLP's first linear layer output before the activation (the
   keys of the key-value memory view of an MLP).
 
@@ -15,7 +17,7 @@ The hooks sit on modules, not inside attention, so fused attention is fine.
 
 import contextlib
 
-SITES = ("input", "resid", "attn", "mlp", "keys")
+SITES = ("input", "resid", "attn", "mlp", "attn_in", "keys")
 
 
 def _branch_module(block, branch):
@@ -44,8 +46,9 @@ def check_sites(block, sites):
 
 
 def _register(block, site, sink):
-    if site == "input":
-        return block.register_forward_pre_hook(lambda mod, args: sink.append(args[0]))
+    if site in ("input", "attn_in"):
+        module = block if site == "input" else block.attn
+        return module.register_forward_pre_hook(lambda mod, args: sink.append(args[0]))
     if site == "resid":
         module = block
     elif site == "keys":

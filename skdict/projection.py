@@ -16,6 +16,7 @@ from sklearn.utils import Bunch, check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ._attribution import attention_contributions, readout_gradient
 from ._hooks import capture, check_sites
 from ._images import images_to_tensor, timm_preprocess
 from ._optional import import_optional, resolve_device
@@ -230,12 +231,16 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         preprocess, input_size = timm_preprocess(self.model_, timm)
         return images_to_tensor(images, preprocess, input_size, _FEATURE)
 
-    def _batches(self, x, sites):
-        """Yield (rows, {site: tensor (B, n_selected_layers, n_tokens, width)}) for tensor x."""
+    def _batches(self, x, sites, layers=None):
+        """Yield (rows, {site: tensor (B, n_layers, n_tokens, width)}) for tensor x.
+
+        The layers are `layers`, by default the selected ones.
+        """
         torch = import_optional("torch", "vision", _FEATURE)
+        layers = self.layers_ if layers is None else layers
         for start in range(0, len(x), self.batch_size):
             batch = x[start:start + self.batch_size].to(self.device_)
-            with torch.no_grad(), capture(self.model_.blocks, self.layers_, sites) as store:
+            with torch.no_grad(), capture(self.model_.blocks, layers, sites) as store:
                 self.model_(batch)
                 yield slice(start, start + len(batch)), {
                     site: torch.stack([per_layer[0] for per_layer in store[site]], dim=1)
@@ -538,28 +543,52 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         return hits / n_tokens
 
     def _importance(self, x, y):
-        """Per-patch importance (N, n_patches) for classes y (None: predicted)."""
+        """Per-patch evidence (N, n_patches) for classes y (None: the prediction)."""
         torch = import_optional("torch", "vision", _FEATURE)
+        m = self.model_
+        if not hasattr(m.blocks[0], "ls1"):
+            raise ValueError(
+                "explain needs pre-norm timm Blocks (with ls1); this model uses "
+                f"{type(m.blocks[0]).__name__}."
+            )
+        n_prefix = self.num_prefix_tokens_
+        has_cls = getattr(m, "cls_token", None) is not None
+        query = slice(0, 1) if has_cls else slice(n_prefix, None)
         maps = []
-        for rows, hidden in self._batches(x, (self.site,)):
-            probs = torch.softmax(self._to_classes(hidden[self.site]), dim=-1).cpu().numpy()
-            probs = probs[:, :, self.num_prefix_tokens_:]
+        for rows, hidden in self._batches(x, ("attn_in", "resid"), range(self.n_layers_)):
+            final = hidden["resid"][:, -1]
+            pooled = final[:, 0] if has_cls else final[:, n_prefix:].mean(dim=1)
             if y is None:
-                with torch.no_grad():
-                    target = self.model_(x[rows].to(self.device_)).argmax(-1).cpu().numpy()
+                target = m.head(m.fc_norm(m.norm(pooled))).argmax(dim=-1)
             else:
-                target = y[rows]
-            chosen = np.take_along_axis(probs, target[:, None, None, None], axis=-1)
-            maps.append(chosen[..., 0].mean(axis=1))
+                target = torch.from_numpy(y[rows]).to(pooled.device)
+            grad = readout_gradient(m, pooled, target, torch)
+            evidence = 0
+            for layer in self.layers_:
+                contributions = m.blocks[layer].ls1(
+                    attention_contributions(
+                        m.blocks[layer].attn, hidden["attn_in"][:, layer], query, torch
+                    )
+                )
+                evidence = evidence + contributions[:, n_prefix:] @ grad[:, :, None]
+            maps.append(evidence[..., 0].cpu().numpy())
         return np.concatenate(maps)
 
     def explain(self, images, y=None):
         """Heatmaps of the patches that carry evidence for a class.
 
-        Rule: the importance of a patch token for class c is the probability of
-        c in the token's own class-embedding projection (softmax over classes
-        of ``head(fc_norm(norm(h)))`` at ``site``), averaged over the selected
-        layers. The patch grid is upsampled bilinearly to the image size.
+        Rule: the evidence of patch token j for class c is what j writes,
+        through the attention layers of the selected blocks, into the pooled
+        token (the class token, or the mean of the patch tokens for pooled
+        models), read in class-embedding space. In each block, j's term of the
+        attention output at the pooled query is ``ls1(proj(A[query, j] v_j))``
+        (attention weights times value vectors, per head, without the bias);
+        its class-c score is its dot product with the gradient of the class-c
+        logit ``head(fc_norm(norm(.)))`` at the model's final pooled state,
+        i.e. the classifier linearised where the model is. The evidence sums
+        these scores over the selected blocks. The patch grid is upsampled
+        bilinearly to the image size. Fused attention is unaffected: the
+        attention weights are recomputed from the captured inputs.
 
         Parameters
         ----------
@@ -571,7 +600,8 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         Returns
         -------
         heatmaps : ndarray of shape (n_images, H, W)
-            Importance in [0, 1] per pixel (float32).
+            Evidence per pixel in class-logit units (float32); positive
+            patches push the class up, negative ones down.
         """
         check_is_fitted(self)
         torch = import_optional("torch", "vision", _FEATURE)
@@ -588,7 +618,7 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
     def perturbation_test(self, images, y, *, fractions=None, random_state=None):
         """Accuracy when keeping only the most, least or randomly chosen patches.
 
-        Patches are ranked by the importance of :meth:`explain` for the true
+        Patches are ranked by the evidence of :meth:`explain` for the true
         class; for each fraction, the model sees the prefix tokens and only the
         kept patch tokens (the others are removed from the sequence, positions
         kept). A good explanation keeps the accuracy high with few top patches

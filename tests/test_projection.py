@@ -1,0 +1,336 @@
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+torch = pytest.importorskip("torch")
+timm = pytest.importorskip("timm")
+
+from timm.models.vision_transformer import ResPostBlock, VisionTransformer  # noqa: E402
+
+from skdict import ClassEmbeddingProjector  # noqa: E402
+from skdict._hub import hub_reachable  # noqa: E402
+from skdict.datasets import load_digits_images, make_digits_vit, train_digits_vit  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # The models are tiny: extra threads only contend on a busy machine.
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n_threads)
+
+
+@pytest.fixture(scope="module")
+def digits_test():
+    return load_digits_images(subset="test", return_X_y=True)
+
+
+@pytest.fixture(scope="module")
+def trained_vit(one_thread):
+    return train_digits_vit(random_state=0)
+
+
+def _tiny_vit(seed=0, **kwargs):
+    """A random 16x16 ViT with 4x4 patches whose every weight is non-trivial."""
+    torch.manual_seed(seed)
+    params = dict(img_size=16, patch_size=4, in_chans=3, num_classes=7, embed_dim=16,
+                  depth=3, num_heads=2, mlp_ratio=2.0)
+    params.update(kwargs)
+    model = VisionTransformer(**params).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def _images(n=3, seed=0, size=16, channels=3):
+    return np.random.default_rng(seed).standard_normal((n, channels, size, size)).astype(
+        np.float32
+    )
+
+
+def _hidden_states(model, x):
+    """Block outputs computed by hand, without hooks."""
+    h = model.norm_pre(model._pos_embed(model.patch_embed(torch.from_numpy(x))))
+    out = []
+    with torch.no_grad():
+        for block in model.blocks:
+            h = block(h)
+            out.append(h)
+    return out
+
+
+def _linear_readout(model):
+    """Make norm+head the identity so that projections are the hidden states."""
+    width = model.embed_dim
+    model.norm = torch.nn.Identity()
+    model.fc_norm = torch.nn.Identity()
+    model.head = torch.nn.Linear(width, width)
+    with torch.no_grad():
+        model.head.weight.copy_(torch.eye(width))
+        model.head.bias.zero_()
+    return model
+
+
+@pytest.mark.parametrize("reg_tokens", [0, 2])
+def test_cls_projection_at_last_block_is_the_model_output(reg_tokens):
+    model = _tiny_vit(reg_tokens=reg_tokens)
+    x = _images()
+    proj = ClassEmbeddingProjector(model, device="cpu").fit()
+    assert proj.num_prefix_tokens_ == 1 + reg_tokens
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(proj.project(x)[:, -1, 0], expected, atol=1e-5)
+
+
+def test_pooled_model_projects_each_token_through_fc_norm():
+    model = _tiny_vit(global_pool="avg", class_token=False)
+    assert isinstance(model.norm, torch.nn.Identity)
+    x = _images()
+    proj = ClassEmbeddingProjector(model, tokens="patches", device="cpu").fit()
+    hidden = _hidden_states(model, x)
+    with torch.no_grad():
+        expected = np.stack([model.head(model.fc_norm(h)).numpy() for h in hidden], axis=1)
+        # the captured block output, pooled, gives the model's own output
+        pooled = model.head(model.fc_norm(hidden[-1].mean(dim=1))).numpy()
+        np.testing.assert_allclose(pooled, model(torch.from_numpy(x)).numpy(), atol=1e-5)
+    np.testing.assert_allclose(proj.project(x), expected, atol=1e-5)
+
+
+def test_identity_readout_gives_hidden_states_probs_and_ranks():
+    model = _linear_readout(_tiny_vit(reg_tokens=1))
+    x = _images()
+    hidden = np.stack([h.numpy() for h in _hidden_states(model, x)], axis=1)
+    logits = ClassEmbeddingProjector(model, tokens="all", device="cpu").fit().project(x)
+    np.testing.assert_allclose(logits, hidden, atol=1e-5)
+
+    prefix = ClassEmbeddingProjector(model, tokens="prefix", layers=[0, -1], device="cpu")
+    np.testing.assert_allclose(prefix.fit().project(x), hidden[:, [0, 2], :2], atol=1e-5)
+
+    probs = ClassEmbeddingProjector(model, tokens="patches", output="probs", device="cpu")
+    expected = np.exp(hidden[:, :, 2:]) / np.exp(hidden[:, :, 2:]).sum(-1, keepdims=True)
+    np.testing.assert_allclose(probs.fit().project(x), expected, rtol=1e-4)
+
+    y = np.array([0, 5, 15])
+    ranks = ClassEmbeddingProjector(model, output="rank", device="cpu").fit().project(x, y)
+    cls = hidden[:, :, 0]
+    manual = (cls > cls[np.arange(3), :, y][:, :, None]).sum(-1)
+    np.testing.assert_array_equal(ranks[:, :, 0], manual)
+    assert ranks.min() >= 0 and ranks.max() < 16
+
+
+@pytest.mark.parametrize("block_fn", [None, ResPostBlock])
+def test_branches_add_up_to_the_residual(block_fn):
+    kwargs = {"init_values": 0.5} if block_fn is None else {"block_fn": block_fn}
+    model = _linear_readout(_tiny_vit(**kwargs))
+    x = _images()
+
+    def site(name):
+        est = ClassEmbeddingProjector(model, site=name, tokens="all", device="cpu")
+        return est.fit().project(x)
+
+    resid, attn, mlp = site("resid"), site("attn"), site("mlp")
+    np.testing.assert_allclose(resid[:, 1:], resid[:, :-1] + attn[:, 1:] + mlp[:, 1:], atol=1e-5)
+    # the branches are not trivially zero or the whole residual
+    assert np.abs(attn).mean() > 1e-3 and np.abs(mlp).mean() > 1e-3
+    assert not np.allclose(attn[:, 1:], resid[:, 1:] - resid[:, :-1], atol=1e-3)
+
+
+def test_fused_attention_does_not_change_projections():
+    model = _tiny_vit()
+    x = _images()
+    results = []
+    for fused in (True, False):
+        for block in model.blocks:
+            block.attn.fused_attn = fused
+        results.append(ClassEmbeddingProjector(model, device="cpu").fit().project(x))
+    np.testing.assert_allclose(results[0], results[1], atol=1e-5)
+
+
+def test_image_formats_give_the_same_projection(tmp_path, digits_test):
+    PIL = pytest.importorskip("PIL.Image")
+    images = digits_test[0][:4]
+    as_uint8 = np.round(images[:, 0] * 255).astype(np.uint8)
+    proj = ClassEmbeddingProjector(make_digits_vit(), tokens="all", device="cpu").fit()
+    expected = proj.project(as_uint8[:, None].astype(np.float32) / 255)
+    np.testing.assert_allclose(proj.project(as_uint8[..., None]), expected, atol=1e-5)
+    pil = [PIL.fromarray(im) for im in as_uint8]
+    np.testing.assert_allclose(proj.project(pil), expected, atol=1e-5)
+    paths = []
+    for i, im in enumerate(pil):
+        paths.append(tmp_path / f"{i}.png")
+        im.save(paths[-1])
+    np.testing.assert_allclose(proj.project([str(p) for p in paths]), expected, atol=1e-5)
+
+
+def test_transform_shape_feature_names_clone_and_pickle(digits_test):
+    images = digits_test[0][:3]
+    proj = ClassEmbeddingProjector(make_digits_vit(), layers=[1, 3], device="cpu").fit()
+    Z = proj.transform(images)
+    assert Z.shape == (3, 2 * 10) and Z.dtype == np.float32
+    assert len(proj.get_feature_names_out()) == Z.shape[1]
+    assert clone(proj).get_params()["layers"] == [1, 3]
+    restored = pickle.loads(pickle.dumps(proj))
+    np.testing.assert_allclose(restored.transform(images), Z)
+
+
+def test_model_from_saved_file_and_local_checkpoint(tmp_path):
+    model = _tiny_vit()
+    path = tmp_path / "model.pt"
+    torch.save(model, path)
+    x = _images()
+    expected = ClassEmbeddingProjector(model, device="cpu").fit().project(x)
+    loaded = ClassEmbeddingProjector(str(path), device="cpu").fit()
+    np.testing.assert_allclose(loaded.project(x), expected, atol=1e-6)
+
+    reference = timm.create_model("vit_tiny_patch16_224", num_classes=3)
+    checkpoint = tmp_path / "weights.pth"
+    torch.save(reference.state_dict(), checkpoint)
+    proj = ClassEmbeddingProjector(
+        "vit_tiny_patch16_224", pretrained=checkpoint, layers=[-1], device="cpu"
+    ).fit()
+    np.testing.assert_array_equal(
+        proj.model_.blocks[3].mlp.fc1.weight.detach().numpy(),
+        reference.blocks[3].mlp.fc1.weight.detach().numpy(),
+    )
+
+
+def test_trained_digits_vit_becomes_identifiable_over_blocks(trained_vit, digits_test):
+    images, y = digits_test
+    with torch.no_grad():
+        accuracy = np.mean(trained_vit(torch.from_numpy(images)).argmax(1).numpy() == y)
+    assert accuracy >= 0.9
+    trained = ClassEmbeddingProjector(trained_vit, device="cpu", batch_size=512).fit()
+    result = trained.identifiability(images, y)
+    random = ClassEmbeddingProjector(make_digits_vit(random_state=1), device="cpu").fit()
+    baseline = random.identifiability(images, y)
+    assert result.cls[-1] > result.cls[0]
+    assert result.image_tokens[-1] > result.image_tokens[0]
+    assert result.top1_share[-1] > result.top1_share[0]
+    assert result.cls[-1] - baseline.cls[-1] >= 0.3
+    assert trained.score(images, y) == pytest.approx(result.cls[-1])
+    # r = 1 at the last block exactly when the model's prediction is right
+    ranks = ClassEmbeddingProjector(trained_vit, layers=-1, output="rank", device="cpu")
+    assert np.mean(ranks.fit().project(images, y) == 0) == pytest.approx(accuracy)
+
+
+def test_branch_change_rates_are_shares_of_tokens(trained_vit, digits_test):
+    images, y = digits_test
+    proj = ClassEmbeddingProjector(trained_vit, tokens="all", device="cpu", batch_size=512)
+    rates = proj.fit().class_similarity_change(images, y)
+    for branch in (rates.attn, rates.mlp):
+        assert branch.shape == (4,) and np.all((branch >= 0) & (branch <= 1))
+    # training makes the branches push the true class: in the last block, the
+    # MLP raises the true-class logit for most tokens
+    assert rates.mlp[-1] > 0.5
+
+
+def test_perturbation_test_beats_random_order(trained_vit, digits_test):
+    images, y = digits_test
+    proj = ClassEmbeddingProjector(trained_vit, device="cpu", batch_size=512).fit()
+    result = proj.perturbation_test(images[:200], y[:200], random_state=0)
+    assert result.auc_top > result.auc_random > result.auc_bottom
+    # keeping every patch is the plain model
+    assert result.top[-1] == result.bottom[-1] == result.random[-1]
+    heatmaps = proj.explain(images[:5], y[:5])
+    assert heatmaps.shape == (5, 8, 8)
+    assert heatmaps.dtype == np.float32 and np.abs(heatmaps).max() > 0
+    # the heatmap of the predicted class is the default
+    with torch.no_grad():
+        predicted = trained_vit(torch.from_numpy(images[:5])).argmax(1).numpy()
+    np.testing.assert_allclose(proj.explain(images[:5]), proj.explain(images[:5], predicted))
+
+
+def test_attention_contributions_sum_to_the_class_token_output():
+    from skdict._attribution import attention_contributions
+
+    attn = _tiny_vit().blocks[1].attn
+    attn.fused_attn = True
+    z = torch.from_numpy(_images(2, size=4)[:, 0])  # 2 images, 4 tokens of width 16
+    with torch.no_grad():
+        contributions = attention_contributions(attn, z, slice(0, 1), torch)
+        expected = attn(z)[:, 0] - attn.proj.bias
+    np.testing.assert_allclose(contributions.sum(dim=1).numpy(), expected.numpy(), atol=1e-5)
+
+
+def test_project_directions_ranks_the_head_rows_first(trained_vit):
+    proj = ClassEmbeddingProjector(trained_vit, device="cpu").fit()
+    rows = trained_vit.head.weight.detach().numpy()
+    scores = proj.project_directions(rows)
+    assert scores.shape == (10, 10)
+    np.testing.assert_array_equal(scores.argmax(axis=1), np.arange(10))
+    # a LayerNorm readout ignores the scale of a direction
+    np.testing.assert_allclose(proj.project_directions(3 * rows), scores, rtol=1e-3, atol=1e-4)
+
+
+def test_project_directions_is_the_linear_readout_without_biases():
+    model = _linear_readout(_tiny_vit())
+    with torch.no_grad():
+        model.head.bias.fill_(2.0)
+    V = np.random.default_rng(0).standard_normal((5, 16)).astype(np.float32)
+    proj = ClassEmbeddingProjector(model, device="cpu").fit()
+    np.testing.assert_allclose(proj.project_directions(V), V, atol=1e-5)
+
+
+def test_value_agreement_finds_a_planted_class_memory(digits_test):
+    model = make_digits_vit()
+    with torch.no_grad():
+        model.blocks[2].mlp.fc2.weight[:, 7] = 5 * model.head.weight[3]
+    proj = ClassEmbeddingProjector(model, layers=[1, 2], device="cpu").fit()
+    images, y = digits_test
+    result = proj.value_agreement(images[:50], y[:50])
+    assert result.agreement.shape == (2, 10) and result.top_memories.shape == (2, 10, 5)
+    assert result.agreement[1, 3] == pytest.approx(1.0, abs=1e-5)
+    assert result.agreement[0, 3] < 0.9
+    assert 7 in result.top_memories[1, 3]
+    assert result.value_scores.shape == (2, 128, 10)
+    assert np.all((result.key_value_agreement >= 0) & (result.key_value_agreement <= 1))
+    assert proj.value_agreement().key_value_agreement is None
+
+
+def test_key_value_agreement_is_higher_after_training(trained_vit, digits_test):
+    images, y = digits_test
+    rates = []
+    for model in (trained_vit, make_digits_vit(random_state=1)):
+        proj = ClassEmbeddingProjector(model, device="cpu", batch_size=512).fit()
+        rates.append(proj.value_agreement(images, y).key_value_agreement)
+    assert rates[0][-1] > rates[1][-1]
+
+
+def test_bad_input_gives_clear_errors(tmp_path, digits_test):
+    images, y = digits_test
+    with pytest.raises(ValueError, match="not a timm model name"):
+        ClassEmbeddingProjector("vit_does_not_exist").fit()
+    with pytest.raises(FileNotFoundError, match="pretrained="):
+        ClassEmbeddingProjector("vit_tiny_patch16_224", pretrained=tmp_path / "nope.pth").fit()
+    with pytest.raises(FileNotFoundError, match="model="):
+        ClassEmbeddingProjector(str(tmp_path / "missing.pt")).fit()
+    with pytest.raises(ValueError, match="layers contains 4"):
+        ClassEmbeddingProjector(make_digits_vit(), layers=[0, 4], device="cpu").fit()
+    with pytest.raises(ValueError, match="site"):
+        ClassEmbeddingProjector(make_digits_vit(), site="qkv").fit()
+    with pytest.raises(ValueError, match="tokens"):
+        ClassEmbeddingProjector(make_digits_vit(), tokens="every").fit()
+    with pytest.raises(ValueError, match="no class token"):
+        ClassEmbeddingProjector(_tiny_vit(global_pool="avg", class_token=False)).fit()
+    proj = ClassEmbeddingProjector(make_digits_vit(), device="cpu").fit()
+    with pytest.raises(ValueError, match=r"\(N, 1, 8, 8\)"):
+        proj.project(np.zeros((2, 3, 8, 8), np.float32))
+    with pytest.raises(ValueError, match=r"\(N, 1, 8, 8\)"):
+        proj.project(np.zeros((2, 1, 16, 16), np.float32))
+    with pytest.raises(ValueError, match="y must be an int array"):
+        proj.identifiability(images[:3], y[:2])
+    with pytest.raises(ValueError, match="V has 5 features"):
+        proj.project_directions(np.ones((2, 5)))
+    rank = ClassEmbeddingProjector(make_digits_vit(), output="rank", device="cpu").fit()
+    with pytest.raises(ValueError, match="project\\(images, y\\)"):
+        rank.project(images[:2])
+
+
+@pytest.mark.skipif(hub_reachable(), reason="the hub is reachable from this machine")
+def test_hub_weights_without_network_fail_fast_with_advice():
+    with pytest.raises(RuntimeError, match="pretrained='/path/to/checkpoint'"):
+        ClassEmbeddingProjector("vit_tiny_patch16_224", pretrained=True).fit()
