@@ -236,3 +236,11 @@ def test_demo_quick_writes_report_and_results(tmp_path):
     recovery = {row[1]: row[results["columns"].index("atom recovery")]
                 for row in results["rows"] if row[0] == "synthetic"}
     assert recovery["DoubleBatchKSVD"] > recovery["sklearn MiniBatchDictionaryLearning"]
+    assert {row[0] for row in results["rows"]} == {"synthetic", "digits ViT"}
+    trained = results["identifiability"]["trained ViT"]
+    assert trained[-1] > 0.9 > results["identifiability"]["random ViT"][-1]
+    purity = [atom["purity"] for atom in results["atoms"]]
+    assert np.mean(purity) > 0.2  # twice chance: the class-head names mean something
+    assert "identifiability.png" in {p.name for p in (tmp_path / "out").iterdir()}
+    assert 'href="explorer/index.html"' in report
+    assert (tmp_path / "out" / "explorer" / "index.html").exists()
