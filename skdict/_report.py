@@ -12,6 +12,8 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
+
 
 def format_cell(value):
     """A table cell as text: floats with 3 decimals, missing values as an en dash."""
@@ -61,12 +63,14 @@ def _png_bytes(figure):
 
 
 def _json_safe(value):
-    """NaN and infinities become null, numpy scalars plain numbers."""
+    """NaN and infinities become null, numpy arrays lists and scalars plain numbers."""
     if isinstance(value, dict):
         return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+    if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
