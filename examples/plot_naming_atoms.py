@@ -1,7 +1,7 @@
 """
-=========================================
+===========================================
 Naming dictionary atoms with a concept bank
-=========================================
+===========================================
 
 A dictionary learned on embeddings is only useful for interpretation if its
 atoms can be named. Here the data are synthetic "embeddings" built from 48

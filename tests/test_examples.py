@@ -25,6 +25,9 @@ def test_example_runs(script, tmp_path):
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_has_a_title_docstring(script):
-    text = script.read_text()
-    title, underline = text.split('"""')[1].strip().splitlines()[:2]
+    lines = script.read_text().split('"""')[1].strip().splitlines()
+    if set(lines[0]) == {"="}:  # an overlined title needs a matching overline
+        assert len(lines[0]) >= len(lines[1]), "title overline too short"
+        lines = lines[1:]
+    title, underline = lines[:2]
     assert title and set(underline) == {"="} and len(underline) >= len(title)
