@@ -5,6 +5,7 @@ from .embeddings import CLIPEmbedder, TimmEmbedder
 from .ksvd import DoubleBatchKSVD
 from .projection import ClassEmbeddingProjector
 from .pursuit import sparse_encode
+from .sae import SparseAutoencoder
 
 __version__ = "0.1.0.dev0"
 
@@ -13,6 +14,7 @@ __all__ = [
     "ClassEmbeddingProjector",
     "ConceptBank",
     "DoubleBatchKSVD",
+    "SparseAutoencoder",
     "TimmEmbedder",
     "__version__",
     "describe_atoms",

@@ -49,3 +49,50 @@ def resolve_device(device, torch):
             "device='cpu', or device='auto' to use a GPU only when there is one."
         )
     return resolved
+
+
+_BACKENDS = ("auto", "numba", "torch")
+
+
+def resolve_backend(backend, device):
+    """Pick the compute backend and device for `backend` and `device`.
+
+    Parameters
+    ----------
+    backend : {"auto", "numba", "torch"}
+        ``"auto"`` runs the numba kernels on the CPU and torch when the device
+        is a CUDA GPU.
+    device : {"cpu", "cuda", "auto"} or str
+        ``"auto"`` means CUDA when torch is installed and finds a GPU, else the
+        CPU. Any other value is checked by :func:`resolve_device`.
+
+    Returns
+    -------
+    backend : {"numba", "torch"}
+    device : torch.device or None
+        None for the numba backend, which always runs on the CPU.
+    """
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be one of {list(_BACKENDS)}, got {backend!r}.")
+    if device == "auto" and backend != "torch" and not _cuda_available():
+        return "numba", None
+    if backend == "numba":
+        if device not in ("auto", "cpu"):
+            raise ValueError(
+                f"backend='numba' runs on the CPU, but device={device!r}; use "
+                "backend='torch' (or 'auto') to run on a GPU."
+            )
+        return "numba", None
+    if backend == "auto" and device == "cpu":
+        return "numba", None
+    torch = import_optional("torch", "torch", f"backend={backend!r} with device={device!r}")
+    return "torch", resolve_device(device, torch)
+
+
+def _cuda_available():
+    """Whether torch is installed and sees a CUDA GPU (False without torch)."""
+    try:
+        torch = importlib.import_module("torch")
+    except ImportError:
+        return False
+    return torch.cuda.is_available()

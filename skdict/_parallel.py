@@ -1,9 +1,10 @@
-"""Thread control: one `n_jobs` drives numba's threads and the BLAS threads.
+"""Thread control: one `n_jobs` drives numba's, BLAS's and torch's threads.
 
-GEMMs and numba kernels run one after the other, never at the same time, so both
-may use all `n_jobs` threads without oversubscribing the machine.
+GEMMs, numba kernels and torch kernels run one after the other, never at the
+same time, so all may use `n_jobs` threads without oversubscribing the machine.
 """
 
+import sys
 from contextlib import contextmanager
 
 import numba
@@ -26,12 +27,23 @@ def effective_n_threads(n_jobs):
 
 @contextmanager
 def thread_limits(n_jobs):
-    """Limit numba and BLAS to `effective_n_threads(n_jobs)` threads inside the block."""
+    """Limit numba, BLAS and torch to `effective_n_threads(n_jobs)` threads inside the block.
+
+    torch is limited only when something has imported it already: the block
+    must not import it, and code that runs torch inside the block imports it
+    before entering.
+    """
     n_threads = effective_n_threads(n_jobs)
     previous = numba.get_num_threads()
+    torch = sys.modules.get("torch")
+    previous_torch = torch.get_num_threads() if torch is not None else None
     numba.set_num_threads(n_threads)
+    if torch is not None:
+        torch.set_num_threads(n_threads)
     try:
         with threadpool_limits(limits=n_threads, user_api="blas"):
             yield n_threads
     finally:
         numba.set_num_threads(previous)
+        if torch is not None:
+            torch.set_num_threads(previous_torch)

@@ -1,6 +1,5 @@
 """DoubleBatchKSVD: K-SVD with batched pursuit and batched parallel atom updates."""
 
-import math
 import time
 from numbers import Integral, Real
 
@@ -14,6 +13,7 @@ from tqdm.auto import tqdm
 from ._atom_update import atom_positions, find_duplicates, subtract_codes, update_atoms
 from ._base import _BaseDictionary
 from ._dask import check_dask_array, dask_relative_error_sum, is_dask_array
+from ._optional import resolve_backend
 from ._parallel import thread_limits
 from ._sparse import stack_csr
 from ._validation import (
@@ -108,12 +108,18 @@ class DoubleBatchKSVD(_BaseDictionary):
         or the given array. Atoms are normalised.
     sparse_output : bool, default=False
         Whether :meth:`transform` returns a ``scipy.sparse.csr_matrix``.
-    backend : {"auto", "numba"}, default="auto"
-        Compute backend. "auto" uses numba on the CPU.
-    device : {"cpu"}, default="cpu"
-        Device of the backend.
+    backend : {"auto", "numba", "torch"}, default="auto"
+        Compute backend of the sparse coding and the atom updates. "numba":
+        compiled kernels on the CPU. "torch": batched tensor kernels (needs the
+        ``torch`` extra), on `device`. "auto": numba on the CPU, torch when
+        `device` is a CUDA GPU. Both run the same algorithms; the bookkeeping
+        around them (re-seeding, keeping the better code) stays on the CPU, as
+        does coding the blocks of a dask array.
+    device : {"cpu", "cuda", "auto"}, default="cpu"
+        Device of the torch backend. "auto" uses a CUDA GPU when torch finds
+        one, else the CPU. "cuda" without a GPU raises a ValueError.
     n_jobs : int, default=None
-        Threads for numba kernels and BLAS. None or -1: all threads numba may
+        Threads for numba kernels, BLAS and torch on the CPU. None or -1: all threads numba may
         use (joblib workers lower that to avoid oversubscription).
     max_time : float, default=None
         Stop after the iteration that exceeds this many seconds of fitting.
@@ -180,8 +186,8 @@ class DoubleBatchKSVD(_BaseDictionary):
         "nested_groups": ["array-like", None],
         "init": [StrOptions({"data", "random"}), "array-like"],
         "sparse_output": ["boolean"],
-        "backend": [StrOptions({"auto", "numba"})],
-        "device": [StrOptions({"cpu"})],
+        "backend": [StrOptions({"auto", "numba", "torch"})],
+        "device": [StrOptions({"cpu", "cuda", "auto"})],
         "n_jobs": [Integral, None],
         "max_time": [Interval(Real, 0, None, closed="neither"), None],
         "random_state": ["random_state"],
@@ -260,8 +266,9 @@ class DoubleBatchKSVD(_BaseDictionary):
                 )
         else:
             X = validate_samples(self, X, reset=True, min_samples=2)
+        device = self._torch_device()
         self._start(X)
-        self._train(X, self.max_iter, reseed_last=False)
+        self._train(X, self.max_iter, reseed_last=False, device=device)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -286,9 +293,10 @@ class DoubleBatchKSVD(_BaseDictionary):
         if is_dask_array(X):
             X = X.compute()
         X = validate_samples(self, X, reset=first)
+        device = self._torch_device()
         if first:
             self._start(X)
-        self._train(X, 1, reseed_last=True)
+        self._train(X, 1, reseed_last=True, device=device)
         return self
 
     def _start(self, X):
@@ -306,15 +314,20 @@ class DoubleBatchKSVD(_BaseDictionary):
             return int(np.clip(self.n_components // 32, 1, 256))
         return min(self.atom_batch_size, self.n_components)
 
-    def _encoder(self, D, gram=None):
-        return _GroupedEncoder(D, self._groups, self.pursuit, self.pursuit_tol, gram)
+    def _torch_device(self):
+        """The torch device to run on, or None for the numba backend."""
+        return resolve_backend(self.backend, self.device)[1]
+
+    def _encoder(self, D, gram=None, device=None):
+        return _GroupedEncoder(D, self._groups, self.pursuit, self.pursuit_tol, gram, device)
 
     def _encode(self, X, sparse_output):
+        device = self._torch_device()
         with thread_limits(self.n_jobs):
             D = self.components_.astype(X.dtype, copy=False)
-            return self._encoder(D).encode(X, sparse_output)
+            return self._encoder(D, device=device).encode(X, sparse_output)
 
-    def _train(self, X, n_iter, reseed_last):
+    def _train(self, X, n_iter, reseed_last, device):
         D = self.components_.astype(X.dtype, copy=False)
         history = []
         start = time.perf_counter()
@@ -330,10 +343,10 @@ class DoubleBatchKSVD(_BaseDictionary):
             for iteration in range(n_iter):
                 rows = next(batches)
                 X_batch = _take(X, rows)
-                codes = self._encoder(D, gram).encode(X_batch, sparse_output=True)
+                codes = self._encoder(D, gram, device).encode(X_batch, sparse_output=True)
                 if previous is not None:
                     codes = previous.merge(X_batch, D, gram, codes)
-                residual, usage = self._update_dictionary(X_batch, D, codes)
+                residual, usage = self._update_dictionary(X_batch, D, codes, device)
                 errors = _relative_errors(X_batch, residual)
                 signal = 1.0 - (
                     self._dask_error(X, D) if is_dask_array(X) else errors.mean()
@@ -365,21 +378,29 @@ class DoubleBatchKSVD(_BaseDictionary):
         )
         return total / X.shape[0]
 
-    def _update_dictionary(self, X, D, codes):
+    def _update_dictionary(self, X, D, codes, device):
         """K-SVD update of every group's atoms, in place; return (residual, usage)."""
         indptr, indices, data = codes.indptr, codes.indices, codes.data
-        atom_ptr, atom_rows, atom_pos = atom_positions(indptr, indices, D.shape[0])
-        residual = np.array(X, dtype=D.dtype, order="C", copy=True)
+        usage = np.bincount(indices, minlength=D.shape[0]).astype(np.int64)
         x_norms = _row_norms(X)
         atom_batch = self._atom_batch_size()
-        for lo, hi, _ in self._groups:
+        groups = [(lo, hi, lo + self._rng.permutation(hi - lo)) for lo, hi, _ in self._groups]
+        if device is not None:
+            from ._atom_update_torch import update_dictionary
+
+            residual = update_dictionary(
+                X, D, codes, groups, atom_batch, x_norms, _WEIGHT_FLOOR, _N_POWER_ITER, device
+            )
+            return residual, usage
+        atom_ptr, atom_rows, atom_pos = atom_positions(indptr, indices, D.shape[0])
+        residual = np.array(X, dtype=D.dtype, order="C", copy=True)
+        for lo, hi, order in groups:
             subtract_codes(residual, indptr, indices, data, D, lo, hi)
-            order = lo + self._rng.permutation(hi - lo)
             update_atoms(
                 residual, D, indptr, indices, data, atom_ptr, atom_rows, atom_pos,
                 order, atom_batch, x_norms, _WEIGHT_FLOOR, _N_POWER_ITER,
             )
-        return residual, np.diff(atom_ptr)
+        return residual, usage
 
 
 class _GroupedEncoder:
@@ -388,13 +409,14 @@ class _GroupedEncoder:
     With a single group this is plain :class:`~skdict.pursuit.GramEncoder`.
     """
 
-    def __init__(self, D, groups, pursuit, tol, gram=None):
+    def __init__(self, D, groups, pursuit, tol, gram=None, device=None):
         self.D = D
         self.groups = groups
         self.encoders = [
             GramEncoder(
                 D[lo:hi], k, pursuit, tol,
                 None if gram is None else np.ascontiguousarray(gram[lo:hi, lo:hi]),
+                device,
             )
             for lo, hi, k in groups
         ]

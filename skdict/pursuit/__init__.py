@@ -8,6 +8,7 @@ from numbers import Real
 
 import numpy as np
 
+from .._optional import resolve_backend
 from .._parallel import thread_limits
 from .._sparse import support_to_csr, support_to_dense
 from .._validation import check_dictionary, check_n_nonzero_coefs, check_samples
@@ -50,9 +51,14 @@ class GramEncoder:
         Stop a row once ``||x - x_hat|| / ||x|| <= tol``.
     gram : ndarray of shape (n_atoms, n_atoms) or None
         ``dictionary @ dictionary.T`` when already known.
+    device : torch.device or None
+        None runs the numba kernels on the CPU; a torch device runs the torch
+        kernels of :mod:`skdict.pursuit._torch` there.
     """
 
-    def __init__(self, dictionary, n_nonzero_coefs, algorithm="omp", tol=None, gram=None):
+    def __init__(
+        self, dictionary, n_nonzero_coefs, algorithm="omp", tol=None, gram=None, device=None
+    ):
         if algorithm not in _KERNELS:
             raise ValueError(
                 f"algorithm must be one of {sorted(_KERNELS)}, got {algorithm!r}."
@@ -64,15 +70,22 @@ class GramEncoder:
         self.n_nonzero_coefs = check_n_nonzero_coefs(n_nonzero_coefs, self.n_atoms)
         self.algorithm = algorithm
         self._thresh2 = -np.inf if tol is None else float(tol) ** 2
-        self.gram = self._check_gram(gram)
         # An atom whose squared distance to the span of the support is below this
         # share of its squared norm is treated as linearly dependent.
         self._dep_tol = 100 * float(np.finfo(dictionary.dtype).eps)
+        if device is None:
+            self._torch = None
+            self.gram = self._check_gram(gram, compute=True)
+        else:
+            from ._torch import TorchCoder
 
-    def _check_gram(self, gram):
+            self.gram = self._check_gram(gram, compute=False)
+            self._torch = TorchCoder(dictionary, self.gram, device)
+
+    def _check_gram(self, gram, compute):
         D = self.dictionary
         if gram is None:
-            return D @ D.T
+            return D @ D.T if compute else None
         gram = check_samples(gram, "gram", dtype=D.dtype)
         if gram.shape != (self.n_atoms, self.n_atoms):
             raise ValueError(
@@ -83,6 +96,10 @@ class GramEncoder:
 
     def support(self, X):
         """Code the rows of a chunk; return (indices, values, counts)."""
+        if self._torch is not None:
+            return self._torch.support(
+                X, self.algorithm, self.n_nonzero_coefs, self._thresh2, self._dep_tol
+            )
         n = X.shape[0]
         k = self.n_nonzero_coefs
         alpha0 = X @ self.dictionary.T
@@ -104,7 +121,10 @@ class GramEncoder:
         indices = np.empty((n, k), dtype=np.int32)
         values = np.empty((n, k), dtype=X.dtype)
         counts = np.empty(n, dtype=np.int64)
-        step = chunk_rows(self.n_atoms, X.dtype.itemsize)
+        if self._torch is None:
+            step = chunk_rows(self.n_atoms, X.dtype.itemsize)
+        else:
+            step = self._torch.chunk_rows(k, X.dtype.itemsize)
         for start in range(0, n, step):
             rows = slice(start, min(n, start + step))
             indices[rows], values[rows], counts[rows] = self.support(X[rows])
@@ -122,6 +142,8 @@ def sparse_encode(
     tol=None,
     gram=None,
     sparse_output=False,
+    backend="auto",
+    device="cpu",
     n_jobs=None,
 ):
     """Sparse-code many rows at once by batched greedy pursuit.
@@ -130,7 +152,8 @@ def sparse_encode(
     ``||a||_0 <= n_nonzero_coefs``, greedily. The Gram matrix ``G = D Dᵀ`` is
     computed once and the correlations ``D xᵀ`` by one matrix product per chunk of
     rows; numba kernels then code the rows of a chunk in parallel without any
-    per-row Python or per-row copy of ``G``.
+    per-row Python or per-row copy of ``G``. The torch backend runs the same
+    algorithms as batched tensor operations, on the CPU or a CUDA GPU.
 
     Parameters
     ----------
@@ -153,8 +176,15 @@ def sparse_encode(
     sparse_output : bool, default=False
         Return a ``scipy.sparse.csr_matrix`` instead of a dense array; memory is
         then O(n_samples x n_nonzero_coefs) instead of O(n_samples x n_atoms).
+    backend : {"auto", "numba", "torch"}, default="auto"
+        ``"numba"``: compiled kernels on the CPU. ``"torch"``: batched tensor
+        kernels (needs the ``torch`` extra). ``"auto"``: numba on the CPU,
+        torch when `device` is a CUDA GPU.
+    device : {"cpu", "cuda", "auto"}, default="cpu"
+        Where the torch backend runs; ``"auto"`` uses a CUDA GPU when there is
+        one. ``"cuda"`` without a GPU raises a ValueError.
     n_jobs : int, default=None
-        Threads for the numba kernels and BLAS. ``None`` or ``-1`` use all
+        Threads for the numba kernels, BLAS and torch. ``None`` or ``-1`` use all
         threads numba may use.
 
     Returns
@@ -172,6 +202,7 @@ def sparse_encode(
     """
     X = check_samples(X, "X")
     D = check_dictionary(dictionary, X.shape[1], dtype=X.dtype)
+    _, torch_device = resolve_backend(backend, device)
     with thread_limits(n_jobs):
-        encoder = GramEncoder(D, n_nonzero_coefs, algorithm, tol, gram)
+        encoder = GramEncoder(D, n_nonzero_coefs, algorithm, tol, gram, torch_device)
         return encoder.encode(X, sparse_output)

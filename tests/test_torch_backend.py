@@ -1,0 +1,259 @@
+"""The torch backend: parity with the numba kernels, recovery, estimator checks."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from sklearn.utils.estimator_checks import estimator_checks_generator
+
+from skdict import DoubleBatchKSVD
+from skdict._optional import resolve_backend
+from skdict._parallel import thread_limits
+from skdict.datasets import make_sparse_signals
+from skdict.metrics import _row_norms, atom_recovery_rate
+from skdict.pursuit import sparse_encode
+
+torch = pytest.importorskip("torch")
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present")
+
+# Coefficient tolerance per dtype: the two backends sum in different orders.
+_ATOL = {np.float32: 1e-4, np.float64: 1e-10}
+
+
+def _unit_dictionary(rng, n_atoms, n_features, dtype=np.float64):
+    D = rng.standard_normal((n_atoms, n_features))
+    return (D / np.linalg.norm(D, axis=1, keepdims=True)).astype(dtype)
+
+
+def _assert_same_codes(numba_codes, torch_codes, dtype):
+    np.testing.assert_array_equal(numba_codes != 0, torch_codes != 0)
+    np.testing.assert_allclose(torch_codes, numba_codes, atol=_ATOL[dtype], rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("algorithm", ["omp", "mp"])
+@pytest.mark.parametrize("tol", [None, 0.4])
+def test_pursuit_matches_numba_on_generic_data(rng, dtype, algorithm, tol):
+    D = _unit_dictionary(rng, 80, 24, dtype)
+    X = rng.standard_normal((200, 24)).astype(dtype)
+    kwargs = dict(n_nonzero_coefs=8, algorithm=algorithm, tol=tol)
+    numba_codes = sparse_encode(X, D, backend="numba", **kwargs)
+    torch_codes = sparse_encode(X, D, backend="torch", **kwargs)
+    assert torch_codes.dtype == dtype
+    _assert_same_codes(numba_codes, torch_codes, dtype)
+
+
+@pytest.mark.parametrize("algorithm", ["omp", "mp"])
+def test_tol_stops_rows_early(rng, algorithm):
+    D = _unit_dictionary(rng, 60, 30)
+    X = rng.standard_normal((100, 30))
+    codes = sparse_encode(X, D, n_nonzero_coefs=30, algorithm=algorithm, tol=0.5, backend="torch")
+    rel = np.linalg.norm(X - codes @ D, axis=1) / np.linalg.norm(X, axis=1)
+    assert np.all(rel <= 0.5 + 1e-6)
+    full = sparse_encode(X, D, n_nonzero_coefs=30, algorithm=algorithm, backend="torch")
+    assert (codes != 0).sum() < (full != 0).sum()
+
+
+@pytest.mark.parametrize("algorithm", ["omp", "mp"])
+def test_ties_go_to_the_first_atom(algorithm):
+    # Every atom correlates equally with x: both backends must pick atom 0.
+    D = np.eye(4)
+    X = np.ones((2, 4))
+    for backend in ("numba", "torch"):
+        codes = sparse_encode(X, D, n_nonzero_coefs=1, algorithm=algorithm, backend=backend)
+        np.testing.assert_array_equal(codes, [[1, 0, 0, 0], [1, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("algorithm", ["omp", "mp"])
+def test_zero_rows_and_dependent_atoms_match_numba(rng, algorithm):
+    D = _unit_dictionary(rng, 10, 5)
+    D = np.vstack([D, D[:3], -D[3:5]])  # duplicated atoms are linearly dependent
+    X = np.vstack([np.zeros((3, 5)), rng.standard_normal((20, 5))])
+    kwargs = dict(n_nonzero_coefs=5, algorithm=algorithm)
+    torch_codes = sparse_encode(X, D, backend="torch", **kwargs)
+    assert not torch_codes[:3].any()
+    assert np.isfinite(torch_codes).all()
+    assert np.all((torch_codes != 0).sum(axis=1) <= 5)
+    # a duplicate ties with its original up to round-off, so either may be
+    # picked; the reconstructions must agree
+    numba_codes = sparse_encode(X, D, backend="numba", **kwargs)
+    np.testing.assert_allclose(torch_codes @ D, numba_codes @ D, atol=1e-10)
+
+
+def test_many_chunks_equal_one_chunk(rng, monkeypatch):
+    import skdict.pursuit._torch as torch_pursuit
+
+    D = _unit_dictionary(rng, 50, 10)
+    X = rng.standard_normal((500, 10))
+    whole = sparse_encode(X, D, n_nonzero_coefs=3, backend="torch")
+    monkeypatch.setitem(torch_pursuit._CHUNK_BYTES, "cpu", 16 * 5 * 50 * 8)
+    assert torch_pursuit.chunk_rows(50, 3, 8, torch.device("cpu")) == 16
+    np.testing.assert_allclose(sparse_encode(X, D, n_nonzero_coefs=3, backend="torch"), whole)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    X=arrays(
+        np.float64,
+        st.tuples(st.integers(1, 10), st.just(6)),
+        elements=st.floats(-1e3, 1e3, allow_subnormal=False),
+    ),
+    k=st.integers(1, 6),
+)
+def test_fuzz_omp_residual_is_orthogonal_to_the_support(X, k):
+    rng = np.random.default_rng(1)
+    D = _unit_dictionary(rng, 12, 6)
+    codes = sparse_encode(X, D, n_nonzero_coefs=k, backend="torch")
+    assert np.isfinite(codes).all()
+    assert np.all((codes != 0).sum(axis=1) <= k)
+    residual = X - codes @ D
+    # least squares on the support: the residual has no component along it
+    scale = np.linalg.norm(X, axis=1, keepdims=True) + 1
+    np.testing.assert_allclose(np.where(codes != 0, residual @ D.T, 0) / scale, 0, atol=1e-8)
+
+
+@pytest.mark.parametrize("atom_batch_size", [1, 7])
+def test_atom_update_matches_numba(rng, atom_batch_size):
+    from skdict._atom_update import atom_positions, subtract_codes, update_atoms
+    from skdict._atom_update_torch import update_dictionary
+
+    X, _, _ = make_sparse_signals(n_samples=300, random_state=0)
+    D = _unit_dictionary(rng, 50, X.shape[1])
+    codes = sparse_encode(X, D, n_nonzero_coefs=3, sparse_output=True)
+    order = rng.permutation(50)
+    x_norms = _row_norms(X)
+
+    D_numba, codes_numba = D.copy(), codes.copy()
+    indptr, indices, data = codes_numba.indptr, codes_numba.indices, codes_numba.data
+    residual_numba = X.copy()
+    subtract_codes(residual_numba, indptr, indices, data, D_numba, 0, 50)
+    update_atoms(
+        residual_numba, D_numba, indptr, indices, data, *atom_positions(indptr, indices, 50),
+        order, atom_batch_size, x_norms, 0.05, 2,
+    )
+    D_torch, codes_torch = D.copy(), codes.copy()
+    residual_torch = update_dictionary(
+        X, D_torch, codes_torch, [(0, 50, order)], atom_batch_size, x_norms, 0.05, 2,
+        torch.device("cpu"),
+    )
+    assert not np.allclose(D_torch, D)
+    np.testing.assert_allclose(D_torch, D_numba, atol=1e-12)
+    np.testing.assert_allclose(codes_torch.data, codes_numba.data, atol=1e-12)
+    np.testing.assert_allclose(residual_torch, residual_numba, atol=1e-12)
+    np.testing.assert_allclose(residual_torch, X - codes_torch @ D_torch, atol=1e-12)
+
+
+def test_fit_matches_numba_backend(rng):
+    X = rng.standard_normal((400, 12))
+    # random atoms: atoms copied from rows would code those rows exactly, and
+    # the picks after that are round-off
+    params = dict(
+        n_components=30, n_nonzero_coefs=3, max_iter=4, tol=0, init="random", random_state=0
+    )
+    numba_fit = DoubleBatchKSVD(**params, backend="numba").fit(X)
+    torch_fit = DoubleBatchKSVD(**params, backend="torch").fit(X)
+    np.testing.assert_allclose(torch_fit.error_, numba_fit.error_, atol=1e-8)
+    np.testing.assert_allclose(torch_fit.components_, numba_fit.components_, atol=1e-8)
+
+
+def test_ksvd_paper_synthetic_recovery_with_torch():
+    """The K-SVD paper's synthetic experiment (see test_ksvd.py), on the torch backend."""
+    rates = []
+    for seed in range(3):
+        X, D_true, _ = make_sparse_signals(random_state=seed)
+        ksvd = DoubleBatchKSVD(
+            50, n_nonzero_coefs=3, max_iter=80, tol=0, backend="torch", random_state=seed
+        )
+        rates.append(atom_recovery_rate(D_true, ksvd.fit(X).components_))
+    assert np.mean(rates) >= 0.90, rates
+
+
+def test_float32_is_preserved_with_torch():
+    X, _, _ = make_sparse_signals(n_samples=300, dtype=np.float32, random_state=0)
+    ksvd = DoubleBatchKSVD(50, n_nonzero_coefs=3, max_iter=3, backend="torch", random_state=0)
+    ksvd.fit(X)
+    assert ksvd.components_.dtype == np.float32
+    assert ksvd.transform(X).dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(ksvd.components_, axis=1), 1, atol=1e-5)
+
+
+def test_nested_groups_with_torch():
+    X, _, _ = make_sparse_signals(n_samples=500, random_state=0)
+    params = dict(n_nonzero_coefs=4, nested_groups=(10, 50), max_iter=3, random_state=0)
+    torch_fit = DoubleBatchKSVD(50, **params, backend="torch").fit(X)
+    numba_fit = DoubleBatchKSVD(50, **params, backend="numba").fit(X)
+    # rows equal to an atom leave a round-off residual whose later picks are
+    # arbitrary, so the fits agree closely rather than exactly
+    np.testing.assert_allclose(torch_fit.error_, numba_fit.error_, atol=1e-3)
+    codes = torch_fit.transform(X)
+    assert np.all((codes[:, :10] != 0).sum(axis=1) <= 2)
+
+
+def _torch_estimator_checks():
+    estimator = DoubleBatchKSVD(
+        n_components=8, n_nonzero_coefs=1, max_iter=5, backend="torch", random_state=0
+    )
+    checks = []
+    for est, check in estimator_checks_generator(estimator, mark="skip"):
+        name = getattr(check, "func", check).__name__
+        if name != "check_array_api_input":
+            checks.append(pytest.param(est, check, id=name))
+    return checks
+
+
+@pytest.mark.parametrize("estimator, check", _torch_estimator_checks())
+def test_sklearn_estimator_checks_with_torch(estimator, check):
+    check(estimator)
+
+
+def test_backend_resolution():
+    assert resolve_backend("auto", "cpu") == ("numba", None)
+    assert resolve_backend("numba", "cpu") == ("numba", None)
+    assert resolve_backend("torch", "cpu") == ("torch", torch.device("cpu"))
+    expected_auto = "torch" if torch.cuda.is_available() else "numba"
+    assert resolve_backend("auto", "auto")[0] == expected_auto
+    with pytest.raises(ValueError, match="backend='numba' runs on the CPU"):
+        resolve_backend("numba", "cuda")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        resolve_backend("jax", "cpu")
+
+
+@no_cuda
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_cuda_without_gpu_is_a_clear_error(rng, backend):
+    X = rng.standard_normal((20, 4))
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        DoubleBatchKSVD(4, n_nonzero_coefs=1, backend=backend, device="cuda").fit(X)
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        sparse_encode(X, np.eye(4), n_nonzero_coefs=1, backend=backend, device="cuda")
+
+
+def test_thread_limits_bound_torch_and_restore():
+    before = torch.get_num_threads()
+    with thread_limits(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("algorithm", ["omp", "mp"])
+def test_cuda_pursuit_matches_numba(rng, dtype, algorithm):
+    D = _unit_dictionary(rng, 80, 24, dtype)
+    X = rng.standard_normal((200, 24)).astype(dtype)
+    kwargs = dict(n_nonzero_coefs=8, algorithm=algorithm)
+    _assert_same_codes(
+        sparse_encode(X, D, backend="numba", **kwargs),
+        sparse_encode(X, D, backend="torch", device="cuda", **kwargs),
+        dtype,
+    )
+
+
+@needs_cuda
+def test_cuda_fit_recovers_dictionary():
+    X, D_true, _ = make_sparse_signals(random_state=0)
+    ksvd = DoubleBatchKSVD(50, n_nonzero_coefs=3, max_iter=80, tol=0, device="cuda", random_state=0)
+    assert atom_recovery_rate(D_true, ksvd.fit(X).components_) >= 0.9
