@@ -19,6 +19,7 @@ from ._report import Report, format_table
 from .concepts import ConceptBank, describe_atoms
 from .datasets import make_sparse_signals
 from .ksvd import DoubleBatchKSVD
+from .sae import SparseAutoencoder
 
 COLUMNS = [
     "data", "method", "signal recovered", "explained variance", "atom recovery",
@@ -28,6 +29,12 @@ _SYNTHETIC_SIZES = dict(n_components=50, n_nonzero=3)
 _DIGITS_SIZES = dict(n_components=64, n_nonzero=4)
 # Atoms listed by name in the report, the most used first.
 _N_NAMED_ATOMS = 12
+# Seeds of the synthetic part, its iterations, the ViT's training epochs and the
+# iterations (epochs for the autoencoder) on the digits embeddings.
+_BUDGETS = {
+    "quick": dict(seeds=1, synthetic_iter=20, vit_epochs=10, digits_iter=10),
+    "full": dict(seeds=5, synthetic_iter=80, vit_epochs=30, digits_iter=40),
+}
 
 
 def _methods(n_components, n_nonzero, max_iter, seed):
@@ -36,6 +43,9 @@ def _methods(n_components, n_nonzero, max_iter, seed):
         "DoubleBatchKSVD": DoubleBatchKSVD(
             n_components, n_nonzero_coefs=n_nonzero, max_iter=max_iter, tol=0,
             random_state=seed),
+        "SparseAutoencoder": SparseAutoencoder(
+            n_components, activation="topk", k=n_nonzero, max_iter=max_iter, batch_size=128,
+            learning_rate=3e-3, device="cpu", random_state=seed),
         "sklearn MiniBatchDictionaryLearning": MiniBatchDictionaryLearning(
             n_components, transform_algorithm="omp", transform_n_nonzero_coefs=n_nonzero,
             max_iter=max_iter, random_state=seed),
@@ -66,13 +76,13 @@ def _mean_rows(per_seed):
     }
 
 
-def synthetic_part(quick, bar):
+def synthetic_part(budget, bar):
     """K-SVD paper recovery: 20 x 50 dictionary, 1500 signals of 3 atoms, 20 dB noise.
 
     The true atoms, named "true atom i", are the concept bank: a learned atom's
     name is then the true atom it is closest to.
     """
-    seeds, max_iter = (2, 20) if quick else (5, 80)
+    seeds, max_iter = budget["seeds"], budget["synthetic_iter"]
     per_seed, history = {}, None
     for seed in range(seeds):
         X, D_true, _ = make_sparse_signals(random_state=seed)
@@ -92,15 +102,17 @@ def synthetic_part(quick, bar):
         "title": "Synthetic signals with a known dictionary (K-SVD paper)",
         "setting": (
             "20 x 50 uniform dictionary, 1500 signals of 3 atoms, 20 dB noise; 50 atoms "
-            f"and L0 = 3 for every method, {max_iter} iterations, mean of {seeds} seeds. "
-            "The concept bank is the true dictionary."
+            f"and L0 = 3 for every method, {max_iter} iterations (epochs for the sparse "
+            f"autoencoder), mean of {seeds} seeds. The concept bank is the true dictionary. "
+            "The true codes take both signs while TopK codes are non-negative, so the "
+            "autoencoder needs two latents per true atom here and cannot recover them all."
         ),
         "scores": _mean_rows(per_seed),
         "history": history,
     }
 
 
-def _digits_embeddings(quick, bar):
+def _digits_embeddings(budget, bar):
     """Train the digits ViT; its last block's CLS embeddings of all 1797 digits."""
     from .datasets import load_digits_images, make_digits_vit, train_digits_vit
     from .embeddings import TimmEmbedder
@@ -108,7 +120,7 @@ def _digits_embeddings(quick, bar):
 
     bar.set_postfix_str("digits: training the ViT")
     start = time.perf_counter()
-    vit = train_digits_vit(max_epochs=15 if quick else 30, random_state=0)
+    vit = train_digits_vit(max_epochs=budget["vit_epochs"], random_state=0)
     train_seconds = time.perf_counter() - start
     bar.update()
     images, y = load_digits_images(return_X_y=True)
@@ -151,11 +163,11 @@ def _name_atoms(estimator, X, y, bank, projector):
     return atoms
 
 
-def digits_part(quick, bar):
+def digits_part(budget, bar):
     """Dictionaries of the digits ViT's CLS embeddings, named by its class head."""
-    X, images, y, projector, identifiability, train_seconds = _digits_embeddings(quick, bar)
+    X, images, y, projector, identifiability, train_seconds = _digits_embeddings(budget, bar)
     bank = ConceptBank.from_class_head(projector)
-    max_iter = 15 if quick else 40
+    max_iter = budget["digits_iter"]
     scores, fitted = {}, {}
     for name, estimator in _methods(**_DIGITS_SIZES, max_iter=max_iter, seed=0).items():
         bar.set_postfix_str(f"digits: {name}")
@@ -169,7 +181,7 @@ def digits_part(quick, bar):
         "setting": (
             f"4-block, 64-wide timm ViT trained for {train_seconds:.0f} s on 1347 digits; "
             f"CLS token after the last block for all 1797 digits; 64 atoms and L0 = 4 for "
-            f"every method, {max_iter} iterations. The concept bank is the ViT's class "
+            f"every method, {max_iter} iterations or epochs. The concept bank is the ViT's class "
             "head (one direction per digit)."
         ),
         "scores": scores,
@@ -226,7 +238,8 @@ def _write_report(out_dir, parts, rows, quick):
     synthetic, digits = parts
     report = Report("skdict demo")
     report.add_text(
-        "DoubleBatchKSVD and scikit-learn's MiniBatchDictionaryLearning with the same "
+        "DoubleBatchKSVD, a TopK SparseAutoencoder and scikit-learn's "
+        "MiniBatchDictionaryLearning with the same "
         "number of atoms and the same number of non-zeros per code. Faithfulness, "
         "specificity and unique names score the atoms' names from the concept bank of "
         "each part; all scores are higher-is-better."
@@ -265,8 +278,9 @@ def run_demo(out_dir, *, quick=False, quiet=False):
     import matplotlib
 
     matplotlib.use("Agg")
-    with tqdm(total=(2 if quick else 5) + 4, disable=quiet, desc="demo", unit="step") as bar:
-        parts = [synthetic_part(quick, bar), digits_part(quick, bar)]
+    budget = _BUDGETS["quick" if quick else "full"]
+    with tqdm(total=budget["seeds"] + 5, disable=quiet, desc="demo", unit="step") as bar:
+        parts = [synthetic_part(budget, bar), digits_part(budget, bar)]
         bar.set_postfix_str("explorer")
         _build_explorer(f"{out_dir}/explorer", parts[1]["explorer"])
         bar.update()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from skdict import ConceptBank, describe_atoms, metrics
+from skdict import ConceptBank, SparseAutoencoder, describe_atoms, metrics
 from skdict.cli import main
 from skdict.datasets import make_sparse_signals
 from skdict.ksvd import DoubleBatchKSVD
@@ -61,6 +61,21 @@ def test_fit_reads_npz_and_shard_directories(files, source, capsys):
                  "--max-iter", "2", "-o", str(out)]) == 0
     assert joblib.load(out).n_features_in_ == X.shape[1]
     assert f"on {X.shape[0]} x {X.shape[1]} embeddings" in capsys.readouterr().err
+
+
+def test_fit_sae_writes_a_sparse_autoencoder(files):
+    tmp, X, _ = files
+    out = tmp / "sae.joblib"
+    assert main(["fit", str(tmp / "X.npy"), "--method", "sae", "--n-components", "16",
+                 "--n-nonzero", "3", "--max-iter", "2", "--batch-size", "64", "--device",
+                 "cpu", "-o", str(out), "-q"]) == 0
+    model = joblib.load(out)
+    assert isinstance(model, SparseAutoencoder)
+    assert model.k == 3 and model.batch_size == 64
+    np.testing.assert_allclose(np.linalg.norm(model.components_, axis=1), 1, rtol=1e-5)
+    assert main(["encode", str(out), str(tmp / "X.npy"), "-o", str(tmp / "sae.npz"),
+                 "-q"]) == 0
+    assert sp.load_npz(tmp / "sae.npz").getnnz(axis=1).max() <= 3
 
 
 def test_encode_writes_csr_codes(files):
@@ -238,7 +253,7 @@ def test_demo_quick_writes_report_and_results(tmp_path):
     assert recovery["DoubleBatchKSVD"] > recovery["sklearn MiniBatchDictionaryLearning"]
     assert {row[0] for row in results["rows"]} == {"synthetic", "digits ViT"}
     trained = results["identifiability"]["trained ViT"]
-    assert trained[-1] > 0.9 > results["identifiability"]["random ViT"][-1]
+    assert trained[-1] > results["identifiability"]["random ViT"][-1] + 0.2
     purity = [atom["purity"] for atom in results["atoms"]]
     assert np.mean(purity) > 0.2  # twice chance: the class-head names mean something
     assert "identifiability.png" in {p.name for p in (tmp_path / "out").iterdir()}
