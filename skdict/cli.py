@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 from . import __version__
 from ._cli_io import (
     CLIError,
-    load_embeddings,
     load_bank,
+    load_embeddings,
     load_images,
     load_model,
     read_lines,
@@ -31,28 +31,17 @@ _ENCODE_CHUNK = 4096
 
 
 def _make_estimator(args):
+    """The estimator of --method; options left unset keep the estimator's defaults."""
+    options = {"max_iter": args.max_iter, "batch_size": args.batch_size}
+    options = {key: value for key, value in options.items() if value is not None}
+    common = dict(random_state=args.random_state, verbose=int(not args.quiet), **options)
     if args.method == "dbksvd":
         from .ksvd import DoubleBatchKSVD
 
-        return DoubleBatchKSVD(
-            args.n_components,
-            n_nonzero_coefs=args.n_nonzero,
-            max_iter=args.max_iter,
-            batch_size=args.batch_size,
-            random_state=args.random_state,
-            verbose=int(not args.quiet),
-        )
+        return DoubleBatchKSVD(args.n_components, n_nonzero_coefs=args.n_nonzero, **common)
     from .sae import SparseAutoencoder
 
-    return SparseAutoencoder(
-        args.n_components,
-        k=args.n_nonzero,
-        max_iter=args.max_iter,
-        batch_size=args.batch_size or 4096,
-        device=args.device,
-        random_state=args.random_state,
-        verbose=int(not args.quiet),
-    )
+    return SparseAutoencoder(args.n_components, k=args.n_nonzero, device=args.device, **common)
 
 
 def _fit(args):
@@ -237,10 +226,11 @@ def _build_parser():
                      help="number of atoms (default: %(default)s)")
     fit.add_argument("--n-nonzero", type=int, default=10, metavar="k",
                      help="atoms per sample: n_nonzero_coefs or the SAE's k (default: %(default)s)")
-    fit.add_argument("--max-iter", type=int, default=50,
-                     help="iterations (dbksvd) or epochs (sae) (default: %(default)s)")
+    fit.add_argument("--max-iter", type=int, default=None,
+                     help="iterations (dbksvd, default 50) or epochs (sae, default 20)")
     fit.add_argument("--batch-size", type=int, default=None,
-                     help="rows per iteration; set it for out-of-core fits of large files")
+                     help="rows per iteration (dbksvd: all by default; set it for "
+                     "out-of-core fits of large files) or per step (sae, default 4096)")
     fit.add_argument("--device", default="auto", help="torch device for sae (default: auto)")
     fit.add_argument("--random-state", type=int, default=0)
     fit.add_argument("-o", "--output", required=True, metavar="MODEL.joblib")
