@@ -35,6 +35,7 @@ test: $(INSTALLED)
 bench: $(BENCH_INSTALLED)
 	$(PY) benchmarks/bench_pursuit.py
 	$(PY) benchmarks/bench_ksvd.py
+	$(PY) benchmarks/bench_sae.py
 
 # Warnings are errors; the gallery scripts run during the build.
 docs: $(DOCS_INSTALLED)

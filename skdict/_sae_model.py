@@ -5,8 +5,6 @@ All tensors live in the scaled input space: rows of X divided by the
 estimator's ``scale_``.
 """
 
-import math
-
 import torch
 
 # Width of the rectangle kernel of the JumpReLU straight-through estimators
@@ -87,8 +85,12 @@ class SAEModule(torch.nn.Module):
         self.encoder_bias = torch.nn.Parameter(torch.zeros(n_components))
         self.decoder_bias = torch.nn.Parameter(torch.zeros(n_features))
         if activation == "jumprelu":
-            self.log_threshold = torch.nn.Parameter(
-                torch.full((n_components,), math.log(_JUMPRELU_INIT_THRESHOLD))
+            # The threshold itself, not its log as in SAELens: Adam then moves
+            # it by about the learning rate per step, so that it reaches the
+            # scale of the pre-activations within an epoch or two of small data
+            # instead of thousands of steps.
+            self.threshold = torch.nn.Parameter(
+                torch.full((n_components,), _JUMPRELU_INIT_THRESHOLD)
             )
         # BatchTopK's inference threshold; NaN until the first training batch.
         self.register_buffer("batch_threshold", torch.tensor(float("nan")))
@@ -103,7 +105,7 @@ class SAEModule(torch.nn.Module):
         if self.activation == "relu":
             return torch.relu(pre)
         if self.activation == "jumprelu":
-            return _JumpReLU.apply(pre, self.log_threshold.exp())
+            return _JumpReLU.apply(pre, self.threshold)
         if not training:
             return pre * (pre > self.batch_threshold)
         n_keep = min(self.k * pre.shape[0], pre.numel())
@@ -124,7 +126,7 @@ class SAEModule(torch.nn.Module):
 
     def l0_surrogate(self, pre):
         """Per-entry ``H(z - theta)`` with a threshold gradient (JumpReLU's L0 loss)."""
-        return _Step.apply(pre, self.log_threshold.exp())
+        return _Step.apply(pre, self.threshold)
 
     def decode(self, codes):
         return codes @ self.decoder_weight + self.decoder_bias
@@ -134,8 +136,11 @@ class SAEModule(torch.nn.Module):
         return self.activate(self.preactivation(x), training=False)
 
     @torch.no_grad()
-    def normalize_decoder(self):
+    def apply_constraints(self):
+        """Unit-norm decoder rows, and non-negative JumpReLU thresholds."""
         self.decoder_weight /= self.decoder_weight.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        if self.activation == "jumprelu":
+            self.threshold.clamp_(min=0)
 
     @torch.no_grad()
     def project_decoder_grad(self):

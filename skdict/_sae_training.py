@@ -28,7 +28,8 @@ def block_rows(n_features, batch_size):
 
 def to_device(X_rows, device, scale):
     """float32 tensor of scaled rows on `device`."""
-    x = torch.from_numpy(np.asarray(X_rows, dtype=np.float32))
+    # torch wants writable memory: read-only memory-map slices are copied (one chunk)
+    x = torch.from_numpy(np.require(X_rows, np.float32, ["C_CONTIGUOUS", "WRITEABLE"]))
     return x.to(device) / scale
 
 
@@ -130,6 +131,7 @@ class Trainer:
         for start in range(0, order.size, block_size):
             block_rows_ = np.sort(order[start:start + block_size])
             block = to_device(X[block_rows_], device, scale)
+            totals.add_rows(block)
             shuffle = torch.from_numpy(rng.permutation(block.shape[0])).to(device)
             for lo in range(0, block.shape[0], batch_size):
                 self._step(block[shuffle[lo:lo + batch_size]], totals)
@@ -148,12 +150,12 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(module.parameters(), _MAX_GRAD_NORM)
         self.optimizer.step()
         self.schedule.step()
-        module.normalize_decoder()
+        module.apply_constraints()
         self.step_count += 1
         with torch.no_grad():
             self.rows_since_fired += x.shape[0]
             self.rows_since_fired[(codes > 0).any(0)] = 0
-            totals.add(x, residual, loss, codes)
+            totals.add_batch(mse * x.shape[0], loss)
 
     def _sparsity_loss(self, pre, codes):
         if self.module.activation not in ("relu", "jumprelu") or self.sparsity_coef == 0:
@@ -171,14 +173,12 @@ class Trainer:
 
         Normalised by the residual's energy, as in Gao et al. (2024).
         """
-        dead = self.dead
-        n_dead = int(dead.sum())
-        if self.auxk_coef == 0 or n_dead == 0:
+        dead = torch.nonzero(self.dead).squeeze(1)
+        if self.auxk_coef == 0 or dead.numel() == 0:
             return 0.0
-        dead_pre = pre.masked_fill(~dead, float("-inf"))
-        k = min(self.k_aux, n_dead)
-        top, idx = dead_pre.topk(k, dim=1, sorted=False)
-        aux_codes = torch.zeros_like(pre).scatter(1, idx, top.clamp_min(0))
+        # top-k over the dead latents' columns only: cheap while few are dead
+        top, idx = pre[:, dead].topk(min(self.k_aux, dead.numel()), dim=1, sorted=False)
+        aux_codes = torch.zeros_like(pre).scatter(1, dead[idx], top.clamp_min(0))
         target = residual.detach()
         aux_error = (aux_codes @ self.module.decoder_weight - target).pow(2).sum(1).mean()
         energy = target.pow(2).sum(1).mean().clamp_min(1e-12)
@@ -186,7 +186,11 @@ class Trainer:
 
 
 class _Totals:
-    """Running sums over an epoch, kept on the device (no sync per step)."""
+    """Running sums over an epoch, kept on the device (no sync per step).
+
+    Row statistics are added per block of rows, errors per batch, so that the
+    bookkeeping costs two small operations per training step.
+    """
 
     def __init__(self, device):
         self.n_rows = 0
@@ -195,21 +199,21 @@ class _Totals:
         self.sse = torch.zeros((), device=device, dtype=torch.float64)
         self.sum = None
         self.sumsq = torch.zeros((), device=device, dtype=torch.float64)
-        self.l0 = torch.zeros((), device=device, dtype=torch.float64)
 
     @torch.no_grad()
-    def add(self, x, residual, loss=None, codes=None):
+    def add_rows(self, x):
         x64 = x.double()
         self.n_rows += x.shape[0]
-        self.sse += residual.double().pow(2).sum()
         self.sumsq += x64.pow(2).sum()
         row_sum = x64.sum(0)
         self.sum = row_sum if self.sum is None else self.sum + row_sum
+
+    @torch.no_grad()
+    def add_batch(self, sse, loss=None):
+        self.sse += sse.detach()
         if loss is not None:
             self.n_batches += 1
-            self.loss += loss.detach().double()
-        if codes is not None:
-            self.l0 += (codes > 0).sum()
+            self.loss += loss.detach()
 
     def mean_loss(self):
         return float(self.loss) / max(self.n_batches, 1)
@@ -228,7 +232,8 @@ def evaluate(module, X, rows, n_rows, scale):
     device = module.decoder_weight.device
     totals = _Totals(device)
     for x in iter_blocks(X, rows, n_rows, device, scale):
-        totals.add(x, x - module.decode(module.encode(x)))
+        totals.add_rows(x)
+        totals.add_batch((x - module.decode(module.encode(x))).double().pow(2).sum())
     return totals.explained_variance()
 
 

@@ -51,11 +51,14 @@ class SparseAutoencoder(_BaseDictionary):
     - rows are read from X in blocks of about 64 MiB, so a memory map is never
       loaded whole, neither in host memory nor on the device.
 
-    ReLU and TopK codes are non-negative: data whose sparse structure has signed
-    coefficients needs two latents per direction (``d`` and ``-d``). On signals
-    drawn from 256 atoms with signed codes a TopK SAE with 256 latents recovers
-    only about a third of the atoms; with non-negative codes it recovers most
-    of them (see the tests). :class:`~skdict.DoubleBatchKSVD` has signed codes.
+    SAE codes are non-negative (every activation here ends in a ReLU): data
+    whose sparse structure has signed coefficients needs two latents per
+    direction (``d`` and ``-d``). On 10,000 signals in 64 dimensions drawn from
+    256 atoms, 5 per signal at 20 dB, a TopK SAE with 256 latents and k=5
+    (25 epochs) recovers 89% of the atoms (``1 - |cos| < 0.05``) at explained
+    variance 0.89 when the codes are non-negative, but only 34% at 0.68 when
+    they are signed: half of its latents are spent on the negative halves.
+    :class:`~skdict.DoubleBatchKSVD` has signed codes.
 
     Parameters
     ----------
@@ -92,8 +95,8 @@ class SparseAutoencoder(_BaseDictionary):
         Weight of the AuxK loss; 0 disables it.
     dead_after : int, default=None
         Training rows after which a latent that has not fired is dead. None: one
-        epoch of training rows (of the first batch for :meth:`partial_fit`), at
-        most 10,000,000.
+        epoch of training rows (for :meth:`partial_fit`, the rows of the batch
+        that starts, or after unpickling resumes, training), at most 10,000,000.
     normalize : {"mean_norm"} or None, default="mean_norm"
         ``"mean_norm"`` divides inputs by their root mean squared row norm
         during training (folded back into codes and reconstructions).
@@ -147,8 +150,8 @@ class SparseAutoencoder(_BaseDictionary):
     loss_curve_ : ndarray of shape (n_iter_,)
         Mean training loss of each epoch (scaled inputs).
     validation_scores_ : ndarray of shape (n_iter_,) or None
-        Held-out explained variance after each epoch; None without early
-        stopping.
+        Held-out explained variance after each epoch of :meth:`fit`; None
+        without early stopping and after :meth:`partial_fit`.
     dead_fraction_ : float
         Share of latents dead at the end of training.
     n_iter_ : int
@@ -317,7 +320,7 @@ class SparseAutoencoder(_BaseDictionary):
         if first:
             self._start(X, rows, rng, total_steps=None)
         elif getattr(self, "_trainer", None) is None:
-            self._trainer = self._make_trainer(self._module(), total_steps=None, n_rows=None)
+            self._trainer = self._make_trainer(self._module(), None, X.shape[0])
         self._train(X, rows, None, 1, rng)
         return self
 
@@ -360,7 +363,7 @@ class SparseAutoencoder(_BaseDictionary):
         self._trainer = self._make_trainer(module.to(device), total_steps, rows.size)
         self.n_iter_ = 0
         self.loss_curve_ = np.empty(0)
-        self.validation_scores_ = np.empty(0) if self.early_stopping else None
+        self.validation_scores_ = None
 
     def _make_trainer(self, module, total_steps, n_rows):
         from ._sae_training import Trainer
@@ -368,7 +371,7 @@ class SparseAutoencoder(_BaseDictionary):
         steps = total_steps or 0
         dead_after = self.dead_after
         if dead_after is None:
-            dead_after = min(n_rows or _MAX_DEAD_AFTER, _MAX_DEAD_AFTER)
+            dead_after = min(n_rows, _MAX_DEAD_AFTER)
         return Trainer(
             module,
             learning_rate=self.learning_rate,
@@ -413,8 +416,8 @@ class SparseAutoencoder(_BaseDictionary):
                 if stale >= self.n_iter_no_change:
                     break
         self.loss_curve_ = np.concatenate([self.loss_curve_, losses])
-        if self.validation_scores_ is not None and val_rows is not None:
-            self.validation_scores_ = np.concatenate([self.validation_scores_, scores])
+        if val_rows is not None:
+            self.validation_scores_ = np.asarray(scores)
         self._export(trainer.module)
 
     def _export(self, module):
@@ -425,7 +428,7 @@ class SparseAutoencoder(_BaseDictionary):
         self.encoder_bias_ = state["encoder_bias"].copy()
         self.decoder_bias_ = (state["decoder_bias"] * np.float32(self.scale_)).astype(np.float32)
         if self.activation == "jumprelu":
-            self.threshold_ = np.exp(state["log_threshold"])
+            self.threshold_ = state["threshold"].copy()
         elif self.activation == "batchtopk":
             self.threshold_ = float(state["batch_threshold"])
         else:
@@ -444,7 +447,7 @@ class SparseAutoencoder(_BaseDictionary):
             module.encoder_bias.copy_(torch.from_numpy(self.encoder_bias_))
             module.decoder_bias.copy_(torch.from_numpy(self.decoder_bias_ / self.scale_))
             if self.activation == "jumprelu":
-                module.log_threshold.copy_(torch.from_numpy(np.log(self.threshold_)))
+                module.threshold.copy_(torch.from_numpy(self.threshold_))
             elif self.activation == "batchtopk":
                 module.batch_threshold.fill_(self.threshold_)
         return module.to(resolve_device(self.device, torch) if device is None else device)

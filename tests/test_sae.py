@@ -6,6 +6,9 @@ import tracemalloc
 import joblib
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 import scipy.sparse as sp
 from scipy.optimize import minimize
 from sklearn.utils.estimator_checks import estimator_checks_generator
@@ -94,15 +97,19 @@ def test_each_activation_trains_and_codes_sparsely(signals, activation):
         # on average k per row at inference too, through the learned threshold
         assert 1 <= l0 <= 6 and np.isfinite(sae.threshold_)
     if activation == "jumprelu":
-        assert sae.threshold_.shape == (50,) and np.all(sae.threshold_ > 0)
+        assert sae.threshold_.shape == (50,) and np.all(sae.threshold_ >= 0)
 
 
-def test_relu_l1_coef_trades_sparsity():
+@pytest.mark.parametrize("activation, coefs", [("relu", (1e-4, 0.5)),
+                                               ("jumprelu", (1e-4, 0.05))])
+def test_sparsity_coef_trades_sparsity(activation, coefs):
+    # L1 for relu; for jumprelu the L0 penalty reaches the thresholds only
+    # through the straight-through estimator, so this also tests that gradient
     X, _, _ = make_sparse_signals(600, nonnegative=True, random_state=1)
     l0 = [
-        (_small(activation="relu", l1_coef=c, max_iter=10, early_stopping=False,
-                learning_rate=3e-3).fit(X).transform(X) > 0).sum(axis=1).mean()
-        for c in (1e-4, 0.5)
+        (_small(activation=activation, l1_coef=c, max_iter=10, early_stopping=False,
+                learning_rate=1e-2).fit(X).transform(X) > 0).sum(axis=1).mean()
+        for c in coefs
     ]
     assert l0[1] < l0[0] / 2
 
@@ -289,7 +296,7 @@ def test_partial_fit_keeps_improving(signals):
     sae = _small(learning_rate=3e-3)
     for _ in range(8):
         sae.partial_fit(X)
-    assert sae.n_iter_ == 8
+    assert sae.n_iter_ == 8 and sae.validation_scores_ is None
     assert sae.loss_curve_[-1] < 0.7 * sae.loss_curve_[0]
     with pytest.raises(ValueError, match="features"):
         sae.partial_fit(X[:, :5])
@@ -361,3 +368,43 @@ def test_without_torch_import_works_and_use_says_how_to_install():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert "pip install 'skdict[torch]'" in out
+
+
+def test_dask_transform_is_blockwise(signals):
+    da = pytest.importorskip("dask.array")
+    X, _ = signals
+    sae = _small(sparse_output=True).fit(X)
+    codes = sae.transform(da.from_array(X, chunks=(250, 20)))
+    assert isinstance(codes, da.Array)
+    assert (codes.compute(scheduler="synchronous") != sae.transform(X)).nnz == 0
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    factors = [_sae_training.lr_factor(s, 100, 10, 20) for s in range(100)]
+    np.testing.assert_allclose(factors[:10], np.arange(1, 11) / 10)
+    assert factors[10:80] == [1.0] * 70
+    assert np.all(np.diff(factors[80:]) < 0) and factors[-1] == pytest.approx(0.05)
+    assert _sae_training.lr_factor(10_000, None, 10, 20) == 1.0  # partial_fit
+
+
+def test_fit_applies_the_schedule(signals):
+    sae = _small(early_stopping=False).fit(signals[0])
+    # 5 epochs of 6 batches: the last step ends the linear decay at zero
+    assert sae._trainer.schedule.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.fixture(scope="module")
+def fitted_topk(signals):
+    return _small().fit(signals[0])
+
+
+@settings(max_examples=25, deadline=None)
+@given(X=arrays(np.float64, st.tuples(st.integers(1, 30), st.just(20)),
+                elements=st.floats(-1e3, 1e3)))
+def test_topk_codes_of_any_rows(fitted_topk, X):
+    codes = fitted_topk.transform(X)
+    assert codes.dtype == np.float64 and codes.shape == (X.shape[0], 50)
+    assert codes.min() >= 0 and (codes > 0).sum(axis=1).max() <= 3
+    sparse = fitted_topk.set_params(sparse_output=True).transform(X)
+    fitted_topk.set_params(sparse_output=False)
+    np.testing.assert_array_equal(sparse.toarray(), codes)
