@@ -17,8 +17,6 @@ The hooks sit on modules, not inside attention, so fused attention is fine.
 
 import contextlib
 
-SITES = ("input", "resid", "attn", "mlp", "attn_in", "keys")
-
 
 def _branch_module(block, branch):
     """The module whose output is what `branch` adds to the residual."""

@@ -10,16 +10,18 @@ says how to pass a local file instead.
 import contextlib
 import socket
 from unittest import mock
+from urllib.parse import urlparse
 
 from ._optional import import_optional
 
-_HUB_HOST = "huggingface.co"
-
 
 def hub_reachable(timeout=2.0):
-    """Whether a TCP connection to the hub opens within `timeout` seconds."""
+    """Whether a TCP connection to the hub (or its HF_ENDPOINT mirror) opens in time."""
+    constants = import_optional("huggingface_hub.constants", "vision", "pretrained weights")
+    endpoint = urlparse(constants.ENDPOINT)
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
     try:
-        with socket.create_connection((_HUB_HOST, 443), timeout=timeout):
+        with socket.create_connection((endpoint.hostname, port), timeout=timeout):
             return True
     except OSError:
         return False

@@ -85,4 +85,8 @@ def images_to_tensor(images, preprocess, input_size, feature):
 def timm_preprocess(model, timm):
     """The eval transform and input size from a timm model's data config."""
     config = timm.data.resolve_data_config({}, model=model)
+    embed = getattr(model, "patch_embed", None)
+    if getattr(embed, "img_size", None) is not None:
+        # a model built directly (not by name) may lack a matching config
+        config["input_size"] = (embed.proj.in_channels, *embed.img_size)
     return timm.data.create_transform(**config, is_training=False), config["input_size"]

@@ -58,7 +58,7 @@ def _resolve_layers(layers, n_blocks):
     for layer in raw:
         if not isinstance(layer, Integral) or not -n_blocks <= layer < n_blocks:
             raise ValueError(
-                f"layers contains {layer!r}, but the model has {n_blocks} blocks: "
+                f"layers contains {layer}, but the model has {n_blocks} blocks: "
                 f"use indices in [{-n_blocks}, {n_blocks - 1}] or None for all."
             )
         resolved.append(int(layer) % n_blocks)

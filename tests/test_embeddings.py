@@ -1,3 +1,5 @@
+import pickle
+
 import numpy as np
 import pytest
 from sklearn.pipeline import make_pipeline
@@ -43,6 +45,8 @@ def test_timm_embedder_reads_the_chosen_block(digits, layer):
     np.testing.assert_allclose(mean.transform(digits[:5]), hidden[:, 1:].mean(1), atol=1e-5)
     every = TimmEmbedder(model, layer=layer, token="all", batch_size=2, device="cpu").fit()
     np.testing.assert_allclose(every.transform(digits[:5]), hidden.reshape(-1, 64), atol=1e-5)
+    restored = pickle.loads(pickle.dumps(mean))
+    np.testing.assert_allclose(restored.transform(digits[:5]), mean.transform(digits[:5]))
 
 
 def test_timm_embedder_in_a_pipeline_with_ksvd(digits):
