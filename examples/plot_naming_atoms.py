@@ -7,8 +7,9 @@ A dictionary learned on embeddings is only useful for interpretation if its
 atoms can be named. Here the data are synthetic "embeddings" built from 48
 known concept directions, each row a non-negative mix of 3 of them, and the
 concept bank holds those directions with their names. We fit a
-:class:`~skdict.DoubleBatchKSVD` and scikit-learn's
-:class:`~sklearn.decomposition.MiniBatchDictionaryLearning` on the same data,
+:class:`~skdict.DoubleBatchKSVD`, a :class:`~skdict.SparseAutoencoder` (TopK)
+and scikit-learn's :class:`~sklearn.decomposition.MiniBatchDictionaryLearning`
+on the same data,
 name their atoms with :func:`~skdict.describe_atoms`, and compare three scores
 with their chance level (the same score for random banks of the same size):
 signal recovered, faithfulness and specificity.
@@ -20,7 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.decomposition import MiniBatchDictionaryLearning
 
-from skdict import ConceptBank, DoubleBatchKSVD, describe_atoms
+from skdict import ConceptBank, DoubleBatchKSVD, SparseAutoencoder, describe_atoms
 from skdict.datasets import make_sparse_signals
 from skdict.metrics import (
     faithfulness,
@@ -44,10 +45,14 @@ bank = ConceptBank(names, true_atoms)
 X_train, X_test = X[:1500], X[1500:]
 
 # %%
-# Fit two dictionaries of 48 atoms
-# --------------------------------
+# Fit three dictionaries of 48 atoms, 3 atoms per row
+# ---------------------------------------------------
 models = {
     "DoubleBatchKSVD": DoubleBatchKSVD(48, n_nonzero_coefs=3, max_iter=30, random_state=0),
+    "SparseAutoencoder": SparseAutoencoder(
+        48, k=3, max_iter=25, batch_size=64, learning_rate=3e-3, device="cpu",
+        random_state=0,
+    ),
     "MiniBatchDictionaryLearning": MiniBatchDictionaryLearning(
         48, transform_algorithm="omp", transform_n_nonzero_coefs=3, max_iter=30,
         random_state=0,
@@ -93,12 +98,18 @@ for row in rows:
     print(row["model"], {k: round(v, 3) for k, v in row.items() if k != "model"})
 
 # %%
+# The chance levels are high: each atom is named by the best of 48 random
+# directions, and in 32 dimensions the best of 48 is already fairly close to
+# it. A description is informative only by its margin over that level. All
+# three learners beat it; the K-SVD dictionary, which recovers the generating
+# atoms, gives every atom its own name (specificity 1).
+#
 # Bar chart: each score next to its chance level (hatched).
 scores = ["signal recovered", "faithfulness", "specificity"]
 fig, ax = plt.subplots(figsize=(7, 3.5))
-width = 0.38
+width = 0.27
 for i, row in enumerate(rows):
-    x = np.arange(len(scores)) + (i - 0.5) * width
+    x = np.arange(len(scores)) + (i - 1) * width
     ax.bar(x, [row[s] for s in scores], width, label=row["model"], color=f"C{i}")
     chance = [np.nan, row["faithfulness (chance)"], row["specificity (chance)"]]
     ax.bar(x, chance, width * 0.5, color="none", edgecolor="k", hatch="//",

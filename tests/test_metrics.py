@@ -211,21 +211,26 @@ def test_scorers_pickle(concept_data):
     assert "make_faithfulness_scorer(bank=ConceptBank" in repr(make_faithfulness_scorer(bank))
 
 
-def _grid_cases():
-    cases = [
-        (DoubleBatchKSVD(12, max_iter=5, random_state=0), "n_nonzero_coefs"),
-        (
-            MiniBatchDictionaryLearning(
-                12, transform_algorithm="omp", max_iter=5, random_state=0
-            ),
-            "transform_n_nonzero_coefs",
-        ),
-    ]
-    return [pytest.param(est, param, id=type(est).__name__) for est, param in cases]
+def _grid_estimator(name):
+    if name == "DoubleBatchKSVD":
+        return DoubleBatchKSVD(12, max_iter=5, random_state=0), "n_nonzero_coefs"
+    if name == "MiniBatchDictionaryLearning":
+        return MiniBatchDictionaryLearning(
+            12, transform_algorithm="omp", max_iter=5, random_state=0
+        ), "transform_n_nonzero_coefs"
+    pytest.importorskip("torch")
+    from skdict import SparseAutoencoder
+
+    return SparseAutoencoder(
+        12, max_iter=5, batch_size=32, learning_rate=3e-3, device="cpu", random_state=0
+    ), "k"
 
 
-@pytest.mark.parametrize("estimator, param", _grid_cases())
-def test_grid_search_picks_most_coefficients_for_reconstruction(estimator, param):
+@pytest.mark.parametrize(
+    "name", ["DoubleBatchKSVD", "MiniBatchDictionaryLearning", "SparseAutoencoder"]
+)
+def test_grid_search_picks_most_coefficients_for_reconstruction(name):
+    estimator, param = _grid_estimator(name)
     X, bank, _ = make_concept_data(240, 24, 12, 3, random_state=2)
     search = GridSearchCV(
         Pipeline([("norm", Normalizer()), ("dict", estimator)]),
