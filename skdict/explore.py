@@ -34,6 +34,7 @@ _N_CLASSES = 5
 _N_COMPARE_SAMPLES = 3
 _THUMB_SIZE = 96
 _THUMBS_PER_FOLDER = 1000
+_CHANNELS = (1, 3, 4)
 
 
 def build_site(
@@ -72,11 +73,14 @@ def build_site(
         Concepts that name the atoms (:func:`~skdict.describe_atoms`) and give
         the faithfulness and specificity scores. Without it atoms are unnamed.
     images : array-like or sequence, default=None
-        One image per row of X: an array of shape (n_samples, height, width) or
-        (n_samples, height, width, 3 or 4), or a sequence of arrays, PIL images
-        or image file paths. Top samples then show as thumbnails (needs pillow,
-        from ``skdict[vision]``). Integer arrays other than uint8 and float
-        arrays are scaled per image to their own range.
+        One image per row of X: an array of shape (n_samples, height, width),
+        (n_samples, height, width, channels) or (n_samples, channels, height,
+        width) with 1, 3 or 4 channels (as
+        :func:`skdict.datasets.load_digits_images` gives), or a sequence of
+        such arrays, PIL images or image file paths. Top samples then show as
+        thumbnails (needs pillow, from ``skdict[vision]``). Integer arrays
+        other than uint8 and float arrays are scaled per image to their own
+        range.
     labels : sequence of length n_samples, default=None
         A label per sample (class name, file name...) shown with top samples.
     projector : ClassEmbeddingProjector, default=None
@@ -179,11 +183,17 @@ def _check_images(images, n_samples):
 
 
 def _check_image_shape(image):
-    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+    """Return `image` as (height, width) or (height, width, 3 or 4)."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] not in _CHANNELS and image.shape[0] in _CHANNELS:
+        image = np.moveaxis(image, 0, -1)
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in _CHANNELS):
         raise ValueError(
-            "each image must be an array of shape (height, width) or (height, width, "
-            f"3 or 4), got shape {image.shape}."
+            "each image must be an array of shape (height, width), (height, width, "
+            f"channels) or (channels, height, width) with 1, 3 or 4 channels, got shape "
+            f"{image.shape}."
         )
+    return image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image
 
 
 def _check_labels(labels, n_samples):
@@ -391,15 +401,13 @@ def _to_pil(image, Image):
     elif isinstance(image, Image.Image):
         thumb = image.convert("RGB")
     else:
-        thumb = Image.fromarray(_to_uint8(np.asarray(image)))
+        thumb = Image.fromarray(_to_uint8(image))
     thumb.thumbnail((_THUMB_SIZE, _THUMB_SIZE))
     return thumb
 
 
 def _to_uint8(image):
-    _check_image_shape(image)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
+    image = _check_image_shape(image)
     if image.dtype == np.uint8:
         return image
     image = image.astype(np.float64)
