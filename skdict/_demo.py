@@ -29,11 +29,12 @@ _SYNTHETIC_SIZES = dict(n_components=50, n_nonzero=3)
 _DIGITS_SIZES = dict(n_components=64, n_nonzero=4)
 # Atoms listed by name in the report, the most used first.
 _N_NAMED_ATOMS = 12
-# Seeds of the synthetic part, its iterations, the ViT's training epochs and the
-# iterations (epochs for the autoencoder) on the digits embeddings.
+# Seeds of the synthetic part, its iterations, the ViT's training options and
+# the iterations (epochs for the autoencoder) on the digits embeddings.
 _BUDGETS = {
-    "quick": dict(seeds=1, synthetic_iter=20, vit_epochs=10, digits_iter=10),
-    "full": dict(seeds=5, synthetic_iter=80, vit_epochs=30, digits_iter=40),
+    "quick": dict(seeds=1, synthetic_iter=20, vit=dict(max_epochs=8, batch_size=64),
+                  digits_iter=10),
+    "full": dict(seeds=5, synthetic_iter=80, vit={}, digits_iter=40),
 }
 
 
@@ -120,7 +121,7 @@ def _digits_embeddings(budget, bar):
 
     bar.set_postfix_str("digits: training the ViT")
     start = time.perf_counter()
-    vit = train_digits_vit(max_epochs=budget["vit_epochs"], random_state=0)
+    vit = train_digits_vit(random_state=0, **budget["vit"])
     train_seconds = time.perf_counter() - start
     bar.update()
     images, y = load_digits_images(return_X_y=True)
