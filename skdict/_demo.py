@@ -106,7 +106,7 @@ def synthetic_part(budget, bar):
             f"and L0 = 3 for every method, {max_iter} iterations (epochs for the sparse "
             f"autoencoder), mean of {seeds} seeds. The concept bank is the true dictionary. "
             "The true codes take both signs while TopK codes are non-negative, so the "
-            "autoencoder needs two latents per true atom here and cannot recover them all."
+            "autoencoder would need two latents per true atom and recovers almost none."
         ),
         "scores": _mean_rows(per_seed),
         "history": history,
