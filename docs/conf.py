@@ -31,6 +31,8 @@ sphinx_gallery_conf = {
     "doc_module": ("skdict",),
     "download_all_examples": False,
     "remove_config_comments": True,
+    # The timing pages load jQuery and DataTables from CDNs; the docs stay offline.
+    "write_computation_times": False,
 }
 
 html_theme = "pydata_sphinx_theme"
