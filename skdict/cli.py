@@ -83,9 +83,7 @@ def _parse_embedder(spec):
     from .embeddings import CLIPEmbedder
 
     model, _, pretrained = rest.partition(":")
-    return CLIPEmbedder(model=model, pretrained=pretrained) if pretrained else CLIPEmbedder(
-        model=model
-    )
+    return CLIPEmbedder(model=model, pretrained=pretrained or None)
 
 
 def _load_bank(args, n_features):

@@ -116,6 +116,46 @@ def test_describe_prints_one_line_per_alive_atom(files, capsys):
         assert f"{expected.names[atom, 0]} ({expected.scores[atom, 0]:.3f})" in line
 
 
+class _FirstAtomsText:
+    """Stands in for CLIPEmbedder: concept i is true atom i."""
+
+    def __init__(self, atoms):
+        self.atoms = atoms
+
+    def encode_text(self, texts):
+        return self.atoms[[int(t.split()[-1]) for t in texts]]
+
+
+def test_describe_embeds_a_concepts_file(files, monkeypatch, capsys):
+    tmp, _, D_true = files
+    import skdict.cli
+
+    seen = []
+    monkeypatch.setattr(skdict.cli, "_parse_embedder",
+                        lambda spec: seen.append(spec) or _FirstAtomsText(D_true))
+    concepts = tmp / "true.txt"
+    concepts.write_text("\n".join(f"true atom {i}" for i in range(16)) + "\n")
+    assert main(["describe", str(tmp / "model.joblib"), "--concepts", str(concepts),
+                 "--embedder", "clip:ViT-B-32"]) == 0
+    assert seen == ["clip:ViT-B-32"]
+    expected = describe_atoms(joblib.load(tmp / "model.joblib"),
+                              ConceptBank.from_texts([f"true atom {i}" for i in range(16)],
+                                                     _FirstAtomsText(D_true)))
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[2].split(" (")[0] for line in lines] == list(expected.names[:, 0])
+
+
+@pytest.mark.parametrize("spec, model, pretrained", [
+    ("clip:ViT-B-32", "ViT-B-32", None),
+    ("clip:ViT-B-16:/weights/open_clip.bin", "ViT-B-16", "/weights/open_clip.bin"),
+])
+def test_embedder_spec(spec, model, pretrained):
+    from skdict.cli import _parse_embedder
+
+    embedder = _parse_embedder(spec)
+    assert (embedder.model, embedder.pretrained) == (model, pretrained)
+
+
 def test_describe_without_data_names_every_atom(files, capsys):
     tmp, _, _ = files
     assert main(["describe", str(tmp / "model.joblib"), "--concepts", str(tmp / "bank.npz"),
