@@ -209,7 +209,9 @@ def _identifiability_figure(curves):
 
     fig, ax = plt.subplots(figsize=(5, 3))
     for label, curve in curves.items():
-        ax.plot(np.arange(1, len(curve) + 1), curve, marker="o", label=label)
+        blocks = np.arange(1, len(curve) + 1)
+        ax.plot(blocks, curve, marker="o", label=label)
+    ax.set_xticks(blocks)
     ax.set_xlabel("block")
     ax.set_ylabel("CLS class identifiability")
     ax.set_ylim(0.4, 1.02)
