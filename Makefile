@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 INSTALLED := $(VENV)/.installed
 BENCH_INSTALLED := $(VENV)/.bench-installed
+DOCS_INSTALLED := $(VENV)/.docs-installed
 
 .PHONY: demo test bench docs clean
 
@@ -21,6 +22,10 @@ $(BENCH_INSTALLED): $(INSTALLED)
 	$(PIP) install --quiet -c constraints.txt -e ".[bench]"
 	touch $@
 
+$(DOCS_INSTALLED): $(INSTALLED)
+	$(PIP) install --quiet -c constraints.txt -e ".[docs]"
+	touch $@
+
 demo: $(INSTALLED)
 	$(PY) -m skdict demo
 
@@ -32,5 +37,9 @@ bench: $(BENCH_INSTALLED)
 	$(PY) benchmarks/bench_ksvd.py
 	$(PY) benchmarks/bench_sae.py
 
+# Warnings are errors; the gallery scripts run during the build.
+docs: $(DOCS_INSTALLED)
+	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info docs/_build docs/auto_examples docs/generated docs/gen_modules

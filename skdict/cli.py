@@ -1,57 +1,291 @@
-"""The ``skdict`` command (also ``python -m skdict``)."""
+"""The ``skdict`` command (also ``python -m skdict``).
+
+Subcommands: ``demo`` (the built-in end-to-end run and its HTML report),
+``fit`` / ``encode`` / ``describe`` / ``score`` / ``explore`` on the user's own
+embeddings. A mistake in the input (missing file, wrong array shape, unreadable
+model, bad parameter) prints one line and exits with code 2.
+"""
 
 import argparse
-import time
+import sys
 
-from sklearn.decomposition import MiniBatchDictionaryLearning
+import numpy as np
+import scipy.sparse as sp
+from tqdm.auto import tqdm
 
-from .datasets import make_sparse_signals
-from .ksvd import DoubleBatchKSVD
-from .metrics import atom_recovery_rate, signal_recovered
+from . import __version__
+from ._cli_io import (
+    CLIError,
+    load_bank,
+    load_embeddings,
+    load_images,
+    load_model,
+    read_lines,
+    save_codes,
+    save_model,
+)
+from ._report import format_table
+
+# Rows encoded per step of `skdict encode`: bounds memory and paces the progress bar.
+_ENCODE_CHUNK = 4096
 
 
-def _recovery_table(seeds, max_iter):
-    """The K-SVD paper's synthetic experiment, skdict vs scikit-learn."""
-    rows = []
-    for name, make in [
-        ("DoubleBatchKSVD", lambda s: DoubleBatchKSVD(
-            50, n_nonzero_coefs=3, max_iter=max_iter, tol=0, random_state=s)),
-        ("sklearn MiniBatchDictionaryLearning", lambda s: MiniBatchDictionaryLearning(
-            50, transform_algorithm="omp", transform_n_nonzero_coefs=3, max_iter=max_iter,
-            random_state=s)),
-    ]:
-        recovery, signal, seconds = [], [], []
-        for seed in range(seeds):
-            X, D_true, _ = make_sparse_signals(random_state=seed)
-            start = time.perf_counter()
-            model = make(seed).fit(X)
-            seconds.append(time.perf_counter() - start)
-            recovery.append(atom_recovery_rate(D_true, model.components_))
-            signal.append(signal_recovered(X, model.transform(X) @ model.components_))
-        rows.append((name, sum(recovery) / seeds, sum(signal) / seeds, sum(seconds) / seeds))
-    return rows
+def _make_estimator(args):
+    """The estimator of --method; options left unset keep the estimator's defaults."""
+    options = {"max_iter": args.max_iter, "batch_size": args.batch_size}
+    options = {key: value for key, value in options.items() if value is not None}
+    common = dict(random_state=args.random_state, verbose=int(not args.quiet), **options)
+    if args.method == "dbksvd":
+        from .ksvd import DoubleBatchKSVD
+
+        return DoubleBatchKSVD(args.n_components, n_nonzero_coefs=args.n_nonzero, **common)
+    from .sae import SparseAutoencoder
+
+    return SparseAutoencoder(args.n_components, k=args.n_nonzero, device=args.device, **common)
+
+
+def _fit(args):
+    X = load_embeddings(args.embeddings)
+    model = _make_estimator(args).fit(X)
+    save_model(model, args.output)
+    _say(args, f"fitted {type(model).__name__} with {model.components_.shape[0]} atoms "
+         f"on {X.shape[0]} x {X.shape[1]} embeddings; saved to {args.output}")
+    return 0
+
+
+def encode_in_chunks(model, X, *, quiet=True, chunk=_ENCODE_CHUNK):
+    """CSR codes of X, encoded `chunk` rows at a time (a memory map stays on disk)."""
+    blocks = []
+    for start in tqdm(range(0, X.shape[0], chunk), disable=quiet, desc="encode", unit="chunk"):
+        block = model.transform(np.asarray(X[start:start + chunk]))
+        blocks.append(sp.csr_matrix(block))
+    return sp.vstack(blocks, format="csr")
+
+
+def _encode(args):
+    model = load_model(args.model)
+    X = load_embeddings(args.embeddings, model.components_.shape[1])
+    codes = encode_in_chunks(model, X, quiet=args.quiet)
+    save_codes(codes, args.output)
+    _say(args, f"encoded {codes.shape[0]} rows over {codes.shape[1]} atoms "
+         f"({codes.nnz / max(codes.shape[0], 1):.1f} non-zeros per row); saved to {args.output}")
+    return 0
+
+
+def _parse_embedder(spec):
+    """``clip:MODEL[:PRETRAINED]`` -> a CLIPEmbedder."""
+    kind, _, rest = spec.partition(":")
+    if kind != "clip" or not rest:
+        raise CLIError(
+            f"--embedder {spec!r} is not understood; use clip:MODEL[:PRETRAINED], "
+            "e.g. clip:ViT-B-32 or clip:ViT-B-32:/path/to/weights.bin."
+        )
+    from .embeddings import CLIPEmbedder
+
+    model, _, pretrained = rest.partition(":")
+    return CLIPEmbedder(model=model, pretrained=pretrained or None)
+
+
+def _load_bank(args, n_features):
+    """The concept bank of --concepts (a saved bank, or a text file and --embedder)."""
+    from .concepts import ConceptBank
+
+    if not args.concepts:
+        return None
+    if args.concepts.endswith(".npz"):
+        bank = load_bank(args.concepts)
+    elif not args.embedder:
+        raise CLIError(
+            "--concepts with a text file needs --embedder clip:MODEL[:PRETRAINED]; "
+            "or pass a bank saved with ConceptBank.save (.npz)."
+        )
+    else:
+        texts = read_lines(args.concepts, "concepts file")
+        bank = ConceptBank.from_texts(texts, _parse_embedder(args.embedder))
+    if bank.embeddings.shape[1] != n_features:
+        raise CLIError(
+            f"the concept bank has {bank.embeddings.shape[1]}-dimensional embeddings but "
+            f"the model's atoms have {n_features}; embed the concepts in the same space."
+        )
+    return bank
+
+
+def _describe(args):
+    from .concepts import describe_atoms
+
+    model = load_model(args.model)
+    n_features = model.components_.shape[1]
+    bank = _load_bank(args, n_features)
+    if bank is None:
+        raise CLIError("describe needs --concepts (BANK.npz, or a text file with --embedder).")
+    X = load_embeddings(args.embeddings, n_features) if args.embeddings else None
+    desc = describe_atoms(model, bank, X=X, top_k=args.top_k)
+    for atom in np.flatnonzero(desc.alive):
+        names = ", ".join(
+            f"{name} ({score:.3f})"
+            for name, score in zip(desc.names[atom], desc.scores[atom])
+        )
+        sign = "-" if desc.signs[atom] < 0 else "+"
+        print(f"atom {atom}\t{sign}\t{names}")
+    return 0
+
+
+def _score(args):
+    from . import metrics
+
+    model = load_model(args.model)
+    n_features = model.components_.shape[1]
+    X = load_embeddings(args.embeddings, n_features)
+    bank = _load_bank(args, n_features)
+    X = np.asarray(X)
+    codes = encode_in_chunks(model, X, quiet=args.quiet)
+    rows = [["signal recovered", metrics.signal_recovered(X, model.inverse_transform(codes))]]
+    if bank is None:
+        rows += [["faithfulness", None], ["specificity", None]]
+    else:
+        rows += [
+            ["faithfulness", metrics.faithfulness(model, X, bank)],
+            ["specificity", metrics.specificity(model, X, bank)],
+        ]
+    print(format_table(["score", "value"], rows))
+    if bank is None:
+        _say(args, "faithfulness and specificity need a concept bank: pass --concepts.")
+    return 0
+
+
+def _explore(args):
+    from .explore import build_site
+
+    model = load_model(args.model)
+    X = load_embeddings(args.embeddings, model.components_.shape[1])
+    bank = _load_bank(args, model.components_.shape[1])
+    images = load_images(args.images, X.shape[0]) if args.images else None
+    labels = read_lines(args.labels, "labels file") if args.labels else None
+    if labels is not None and len(labels) != X.shape[0]:
+        raise CLIError(
+            f"{args.labels!r} has {len(labels)} labels but the embeddings have "
+            f"{X.shape[0]} rows; give one label per row."
+        )
+    compare = load_model(args.compare) if args.compare else None
+    index = build_site(model, np.asarray(X), args.out, bank=bank, images=images, labels=labels,
+                       compare=compare)
+    _say(args, f"wrote the atom explorer to {index}")
+    return 0
 
 
 def _demo(args):
-    seeds, max_iter = (2, 20) if args.quick else (5, 80)
-    print(
-        "K-SVD synthetic experiment (Aharon et al. 2006): 20x50 dictionary, 1500 signals "
-        f"of 3 atoms, 20 dB noise, {max_iter} iterations, mean of {seeds} seeds"
-    )
-    header = f"{'method':<38}{'atom recovery':>15}{'signal recovered':>18}{'fit time (s)':>14}"
-    print(header)
-    print("-" * len(header))
-    for name, recovery, signal, seconds in _recovery_table(seeds, max_iter):
-        print(f"{name:<38}{recovery:>15.1%}{signal:>18.3f}{seconds:>14.2f}")
-    return 0
+    from ._demo import run_demo
+
+    return run_demo(out_dir=args.out, quick=args.quick, quiet=args.quiet)
+
+
+def _say(args, message):
+    if not args.quiet:
+        print(message, file=sys.stderr)
+
+
+def _add_bank_options(parser):
+    group = parser.add_argument_group("concept bank (names for the atoms)")
+    group.add_argument("--concepts", metavar="BANK.npz|FILE.txt",
+                       help="a ConceptBank saved with ConceptBank.save (.npz), or a text "
+                       "file with one concept per line, embedded with --embedder")
+    group.add_argument("--embedder", metavar="clip:MODEL[:PRETRAINED]",
+                       help="open_clip text encoder for --concepts, e.g. clip:ViT-B-32")
+
+
+def _build_parser():
+    parser = argparse.ArgumentParser(prog="skdict", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"skdict {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bars or status messages")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo", parents=[common], help="run the built-in end-to-end demonstration",
+        description="Fit DoubleBatchKSVD, SparseAutoencoder and scikit-learn's "
+        "MiniBatchDictionaryLearning on synthetic signals with a known dictionary and on "
+        "the CLS embeddings of a small ViT trained on sklearn's digits; print one table "
+        "and write DIR/report.html, its PNGs and results.json.")
+    demo.add_argument("--out", default="skdict-demo", metavar="DIR",
+                      help="output folder (default: %(default)s)")
+    demo.add_argument("--quick", action="store_true",
+                      help="smaller problems and fewer iterations (under a minute)")
+    demo.set_defaults(run=_demo)
+
+    fit = commands.add_parser("fit", parents=[common], help="learn a dictionary from embeddings",
+                              description="Learn a dictionary from a 2-D array of embeddings "
+                              "(.npy, memory-mapped; .npz; or a directory of .npy shards).")
+    fit.add_argument("embeddings", metavar="EMBEDDINGS")
+    fit.add_argument("--method", choices=["dbksvd", "sae"], default="dbksvd",
+                     help="DoubleBatchKSVD or SparseAutoencoder (default: %(default)s)")
+    fit.add_argument("--n-components", type=int, default=256, metavar="K",
+                     help="number of atoms (default: %(default)s)")
+    fit.add_argument("--n-nonzero", type=int, default=10, metavar="k",
+                     help="atoms per sample: n_nonzero_coefs or the SAE's k (default: %(default)s)")
+    fit.add_argument("--max-iter", type=int, default=None,
+                     help="iterations (dbksvd, default 50) or epochs (sae, default 20)")
+    fit.add_argument("--batch-size", type=int, default=None,
+                     help="rows per iteration (dbksvd: all by default; set it for "
+                     "out-of-core fits of large files) or per step (sae, default 4096)")
+    fit.add_argument("--device", default="auto", help="torch device for sae (default: auto)")
+    fit.add_argument("--random-state", type=int, default=0)
+    fit.add_argument("-o", "--output", required=True, metavar="MODEL.joblib")
+    fit.set_defaults(run=_fit)
+
+    encode = commands.add_parser("encode", parents=[common], help="sparse codes of embeddings",
+                                 description="Encode embeddings with a fitted model and save "
+                                 "the codes as a CSR matrix (scipy.sparse.load_npz reads it).")
+    encode.add_argument("model", metavar="MODEL.joblib")
+    encode.add_argument("embeddings", metavar="EMBEDDINGS")
+    encode.add_argument("-o", "--output", required=True, metavar="CODES.npz")
+    encode.set_defaults(run=_encode)
+
+    describe = commands.add_parser(
+        "describe", parents=[common], help="name each atom with a concept bank",
+        description="Print one line per alive atom: index, sign and its best concept names "
+        "with their cosines.")
+    describe.add_argument("model", metavar="MODEL.joblib")
+    describe.add_argument("--embeddings", metavar="EMBEDDINGS",
+                          help="data deciding which atoms are alive (default: all atoms)")
+    describe.add_argument("--top-k", type=int, default=1, help="names per atom")
+    _add_bank_options(describe)
+    describe.set_defaults(run=_describe)
+
+    score = commands.add_parser(
+        "score", parents=[common], help="signal recovered, faithfulness and specificity",
+        description="Print the signal recovered on EMBEDDINGS and, with a concept bank, "
+        "the faithfulness and specificity of the atoms' names.")
+    score.add_argument("model", metavar="MODEL.joblib")
+    score.add_argument("embeddings", metavar="EMBEDDINGS")
+    _add_bank_options(score)
+    score.set_defaults(run=_score)
+
+    explore = commands.add_parser(
+        "explore", parents=[common], help="build the offline atom explorer site",
+        description="Write a static site (DIR/index.html) to browse every atom.")
+    explore.add_argument("model", metavar="MODEL.joblib")
+    explore.add_argument("embeddings", metavar="EMBEDDINGS")
+    explore.add_argument("--out", required=True, metavar="DIR")
+    explore.add_argument("--images", metavar="DIR|IMAGES.npy",
+                         help="one image per embedding row: a directory of image files "
+                         "(name order) or an array (n, H, W[, C])")
+    explore.add_argument("--compare", metavar="MODEL2.joblib",
+                         help="a second model fitted on the same embeddings, matched atom "
+                         "to atom on a comparison page")
+    explore.add_argument("--labels", metavar="LABELS.txt", help="one label per embedding row")
+    _add_bank_options(explore)
+    explore.set_defaults(run=_explore)
+    return parser
 
 
 def main(argv=None):
     """Run the ``skdict`` command line; return the exit code."""
-    parser = argparse.ArgumentParser(prog="skdict", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="run the built-in demonstration")
-    demo.add_argument("--quick", action="store_true", help="fewer seeds and iterations")
-    demo.set_defaults(run=_demo)
-    args = parser.parse_args(argv)
-    return args.run(args)
+    args = _build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (CLIError, ValueError, ImportError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"skdict {args.command}: error: {message}", file=sys.stderr)
+        return 2

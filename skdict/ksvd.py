@@ -137,14 +137,14 @@ class DoubleBatchKSVD(_BaseDictionary):
         Unit-norm atoms, in the dtype of the training data.
     n_iter_ : int
         Iterations run (accumulated over :meth:`partial_fit` calls).
-    error_ : ndarray of shape (n_iter_,)
+    error_ : ndarray of shape (`n_iter_`,)
         Signal recovered, ``1 - mean ||x - x_hat|| / ||x||``, on each
         iteration's batch after its dictionary update.
     atom_usage_ : ndarray of shape (n_components,)
         Number of rows of the last iteration's batch whose code uses each atom.
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Feature names, when X has string column names.
 
     See Also

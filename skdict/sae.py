@@ -147,9 +147,9 @@ class SparseAutoencoder(_BaseDictionary):
     scale_ : float
         Root mean squared row norm of the training data (1 with
         ``normalize=None``).
-    loss_curve_ : ndarray of shape (n_iter_,)
+    loss_curve_ : ndarray of shape (`n_iter_`,)
         Mean training loss of each epoch (scaled inputs).
-    validation_scores_ : ndarray of shape (n_iter_,) or None
+    validation_scores_ : ndarray of shape (`n_iter_`,) or None
         Held-out explained variance after each epoch of :meth:`fit`; None
         without early stopping and after :meth:`partial_fit`.
     dead_fraction_ : float
@@ -158,7 +158,7 @@ class SparseAutoencoder(_BaseDictionary):
         Epochs run (accumulated over :meth:`partial_fit` calls).
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Feature names, when X has string column names.
 
     See Also
