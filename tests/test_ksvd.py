@@ -3,27 +3,20 @@ import pickle
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from sklearn.utils.estimator_checks import estimator_checks_generator
 
 from skdict import DoubleBatchKSVD
 from skdict.datasets import make_sparse_signals
 from skdict.metrics import atom_recovery_rate, signal_recovered
 from skdict.pursuit import sparse_encode
+from _checks import estimator_check_params
 
 
-def _estimator_checks():
-    estimator = DoubleBatchKSVD(n_components=8, n_nonzero_coefs=1, max_iter=5, random_state=0)
-    checks = []
-    for est, check in estimator_checks_generator(estimator, mark="skip"):
-        name = getattr(check, "func", check).__name__
-        # skdict does not claim array-API support; sklearn skips this check
-        # anyway unless SCIPY_ARRAY_API is set.
-        if name != "check_array_api_input":
-            checks.append(pytest.param(est, check, id=name))
-    return checks
-
-
-@pytest.mark.parametrize("estimator, check", _estimator_checks())
+@pytest.mark.parametrize(
+    "estimator, check",
+    estimator_check_params(
+        DoubleBatchKSVD(n_components=8, n_nonzero_coefs=1, max_iter=5, random_state=0)
+    ),
+)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 import scipy.sparse as sp
 from scipy.optimize import minimize
-from sklearn.utils.estimator_checks import estimator_checks_generator
 
 torch = pytest.importorskip("torch")
 
@@ -19,6 +18,7 @@ import skdict.pursuit as pursuit  # noqa: E402
 from skdict import SparseAutoencoder, _sae_training  # noqa: E402
 from skdict.datasets import make_sparse_signals  # noqa: E402
 from skdict.metrics import explained_variance  # noqa: E402
+from _checks import estimator_check_params
 
 # One torch thread: the models are tiny, and CI machines are shared.
 FAST = dict(device="cpu", n_jobs=1, random_state=0)
@@ -35,19 +35,10 @@ def signals():
     return X, D
 
 
-def _estimator_checks():
-    estimator = SparseAutoencoder(8, k=1, max_iter=2, batch_size=16, **FAST)
-    checks = []
-    for est, check in estimator_checks_generator(estimator, mark="skip"):
-        name = getattr(check, "func", check).__name__
-        # skdict does not claim array-API support; sklearn skips this check
-        # anyway unless SCIPY_ARRAY_API is set.
-        if name != "check_array_api_input":
-            checks.append(pytest.param(est, check, id=name))
-    return checks
-
-
-@pytest.mark.parametrize("estimator, check", _estimator_checks())
+@pytest.mark.parametrize(
+    "estimator, check",
+    estimator_check_params(SparseAutoencoder(8, k=1, max_iter=2, batch_size=16, **FAST)),
+)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 

@@ -5,7 +5,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from sklearn.utils.estimator_checks import estimator_checks_generator
 
 from skdict import DoubleBatchKSVD
 from skdict._optional import resolve_backend
@@ -13,6 +12,7 @@ from skdict._parallel import thread_limits
 from skdict.datasets import make_sparse_signals
 from skdict.metrics import _row_norms, atom_recovery_rate
 from skdict.pursuit import sparse_encode
+from _checks import estimator_check_params
 
 torch = pytest.importorskip("torch")
 
@@ -199,19 +199,12 @@ def test_nested_groups_with_torch():
     assert np.all((codes[:, :10] != 0).sum(axis=1) <= 2)
 
 
-def _torch_estimator_checks():
-    estimator = DoubleBatchKSVD(
-        n_components=8, n_nonzero_coefs=1, max_iter=5, backend="torch", random_state=0
-    )
-    checks = []
-    for est, check in estimator_checks_generator(estimator, mark="skip"):
-        name = getattr(check, "func", check).__name__
-        if name != "check_array_api_input":
-            checks.append(pytest.param(est, check, id=name))
-    return checks
-
-
-@pytest.mark.parametrize("estimator, check", _torch_estimator_checks())
+@pytest.mark.parametrize(
+    "estimator, check",
+    estimator_check_params(
+        DoubleBatchKSVD(n_components=8, n_nonzero_coefs=1, max_iter=5, backend="torch", random_state=0)
+    ),
+)
 def test_sklearn_estimator_checks_with_torch(estimator, check):
     check(estimator)
 
