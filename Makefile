@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 BENCH_INSTALLED := $(VENV)/.bench-installed
 DOCS_INSTALLED := $(VENV)/.docs-installed
 
-.PHONY: demo test bench docs clean
+.PHONY: demo test bench bench-scale docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ bench: $(BENCH_INSTALLED)
 	$(PY) benchmarks/bench_pursuit.py
 	$(PY) benchmarks/bench_ksvd.py
 	$(PY) benchmarks/bench_sae.py
+
+# Longer runs: 1M-row memory map (writes 2 GB to a temp dir) and numba vs torch.
+bench-scale: $(BENCH_INSTALLED)
+	$(PY) benchmarks/bench_scale.py
+	$(PY) benchmarks/bench_torch.py
 
 # Warnings are errors; the gallery scripts run during the build.
 docs: $(DOCS_INSTALLED)
