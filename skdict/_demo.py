@@ -77,18 +77,25 @@ def _mean_rows(per_seed):
     }
 
 
+def _signed_bank(atoms):
+    names = [f"{sign}true atom {i}" for sign in "+-" for i in range(len(atoms))]
+    return ConceptBank(names, np.vstack([atoms, -atoms]), center=False)
+
+
 def synthetic_part(budget, bar):
     """K-SVD paper recovery: 20 x 50 dictionary, 1500 signals of 3 atoms, 20 dB noise.
 
-    The true atoms, named "true atom i", are the concept bank: a learned atom's
-    name is then the true atom it is closest to.
+    The true atoms and their negatives, named "+true atom i" and "-true atom i",
+    are the concept bank: a learned atom's name is then the signed true atom it
+    is closest to. Both signs are needed because the true codes are symmetric
+    about zero, so the sign rule of :func:`~skdict.describe_atoms` (flip an atom
+    whose mean non-zero code is negative) may name either sign of an atom.
     """
     seeds, max_iter = budget["seeds"], budget["synthetic_iter"]
     per_seed, history = {}, None
     for seed in range(seeds):
         X, D_true, _ = make_sparse_signals(random_state=seed)
-        bank = ConceptBank([f"true atom {i}" for i in range(len(D_true))], D_true,
-                           center=False)
+        bank = _signed_bank(D_true)
         for name, estimator in _methods(**_SYNTHETIC_SIZES, max_iter=max_iter,
                                         seed=seed).items():
             bar.set_postfix_str(f"synthetic: {name}, seed {seed}")
@@ -104,9 +111,10 @@ def synthetic_part(budget, bar):
         "setting": (
             "20 x 50 uniform dictionary, 1500 signals of 3 atoms, 20 dB noise; 50 atoms "
             f"and L0 = 3 for every method, {max_iter} iterations (epochs for the sparse "
-            f"autoencoder), mean of {seeds} seeds. The concept bank is the true dictionary. "
-            "The true codes take both signs while TopK codes are non-negative, so the "
-            "autoencoder would need two latents per true atom and recovers almost none."
+            f"autoencoder), mean of {seeds} seeds. The concept bank is the true dictionary "
+            "with both signs of every atom. The true codes take both signs while TopK "
+            "codes are non-negative, so the autoencoder would need two latents per true "
+            "atom and recovers almost none."
         ),
         "scores": _mean_rows(per_seed),
         "history": history,

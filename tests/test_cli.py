@@ -291,6 +291,10 @@ def test_demo_quick_writes_report_and_results(tmp_path):
     recovery = {row[1]: row[results["columns"].index("atom recovery")]
                 for row in results["rows"] if row[0] == "synthetic"}
     assert recovery["DoubleBatchKSVD"] > recovery["sklearn MiniBatchDictionaryLearning"]
+    # the bank is the true atoms (both signs): recovered atoms must name themselves back
+    specificity = {row[1]: row[results["columns"].index("specificity")]
+                   for row in results["rows"] if row[0] == "synthetic"}
+    assert specificity["DoubleBatchKSVD"] >= 0.9 * recovery["DoubleBatchKSVD"]
     assert {row[0] for row in results["rows"]} == {"synthetic", "digits ViT"}
     trained = results["identifiability"]["trained ViT"]
     assert trained[-1] > results["identifiability"]["random ViT"][-1] + 0.2
