@@ -12,12 +12,7 @@ from skdict._hub import hub_reachable  # noqa: E402
 from skdict.datasets import load_digits_images, make_digits_vit  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +70,7 @@ def test_timm_embedder_bad_input(digits):
 
 
 @pytest.fixture(scope="module")
-def clip(one_thread):
+def clip(torch_one_thread):
     pytest.importorskip("open_clip")
     return CLIPEmbedder("ViT-B-32", device="cpu").fit()
 

@@ -16,13 +16,7 @@ from skdict._hub import hub_reachable  # noqa: E402
 from skdict.datasets import load_digits_images, make_digits_vit, train_digits_vit  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The models are tiny: extra threads only contend on a busy machine.
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +25,7 @@ def digits_test():
 
 
 @pytest.fixture(scope="module")
-def trained_vit(one_thread):
+def trained_vit(torch_one_thread):
     return train_digits_vit(random_state=0)
 
 
