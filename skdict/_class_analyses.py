@@ -102,7 +102,7 @@ def _per_layer_pvalues(trained, baseline):
                      for i in range(trained.shape[1])])
 
 
-# -- identifiability (paper Fig. 2) ----------------------------------------
+# -- identifiability (the authors' plots/class_ident.py) --------------------
 
 
 def _token_identifiability(proj, images, y):
@@ -146,7 +146,7 @@ def identifiability(proj, images, y, *, baseline=None):
     return result
 
 
-# -- class-similarity change (paper Fig. 4) ---------------------------------
+# -- class-similarity change (the authors' plots/mech_interp.py) ------------
 
 
 def _change_per_image(proj, images, y, reference):
@@ -202,7 +202,7 @@ def class_similarity_change(proj, images, y, *, reference="block_input", baselin
     return result
 
 
-# -- key-value memories (paper Fig. 5 and 6) --------------------------------
+# -- key-value memories (the authors' memories.py) -------------------------
 
 
 def _numpy(tensor):
@@ -331,7 +331,7 @@ def value_agreement(proj, images=None, y=None, *, kind="mlp", ranking="raw",
     return result
 
 
-# -- linear probes (paper Fig. 3 / Appendix, "projection vs probing") --------
+# -- linear probes (the authors' linear_probing/prober.py) -----------------
 
 
 def _hidden_and_logits(proj, images):

@@ -323,7 +323,7 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         return len(self.layers_) * n_tokens * len(self.classes_)
 
     def identifiability(self, images, y, *, baseline=None):
-        """How well each layer's tokens identify the true class (paper Fig. 2).
+        """How well each layer's tokens identify the true class.
 
         The identifiability of a token is ``r = 1 - rank / n_classes``, with
         ``rank`` the 0-based rank of the true class among its projected class
@@ -379,7 +379,7 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         return float(result.image_tokens[-1] if np.isnan(cls) else cls)
 
     def class_similarity_change(self, images, y, *, reference="block_input", baseline=None):
-        """Share of tokens whose true-class logit each branch raises (paper Fig. 4).
+        """Share of tokens whose true-class logit each branch raises.
 
         A token counts for a branch of block l when the true-class logit of the
         branch output, projected alone (read at ``site="attn"`` / ``"mlp"``, so
@@ -460,7 +460,7 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
 
     def value_agreement(self, images=None, y=None, *, kind="mlp", ranking="raw",
                         average="class", baseline=None):
-        """Read the MLP or attention layers as key-value memories (paper Fig. 5-6).
+        """Read the MLP or attention layers as key-value memories.
 
         A layer's output is a sum of value vectors weighted by keys. For the
         MLP (``kind="mlp"``) the values are the columns of ``mlp.fc2.weight``
