@@ -93,6 +93,12 @@ def _check_baseline(proj, baseline):
             "baseline must have the same classes, selected layers and tokens as the "
             "projector it is compared with (the same architecture, random weights)."
         )
+    for name in ("site", "tokens", "layer_scale"):
+        if getattr(baseline, name) != getattr(proj, name):
+            raise ValueError(
+                f"baseline reads {name}={getattr(baseline, name)!r} but the projector "
+                f"{name}={getattr(proj, name)!r}; give both the same {name}."
+            )
     return baseline
 
 

@@ -569,6 +569,8 @@ def test_baselines_give_wilcoxon_p_values_of_the_paired_measures():
     assert np.all((change.pvalue.mlp > 0) & (change.pvalue.mlp <= 1))
     with pytest.raises(ValueError, match="same classes"):
         proj.identifiability(x, y, baseline=ClassEmbeddingProjector(_tiny_vit(), device="cpu"))
+    with pytest.raises(ValueError, match="baseline reads tokens='cls'"):
+        proj.identifiability(x, y, baseline=ClassEmbeddingProjector(random, device="cpu"))
     with pytest.raises(TypeError, match="baseline must be a ClassEmbeddingProjector"):
         proj.identifiability(x, y, baseline=random)
 
@@ -615,3 +617,22 @@ def test_linear_probe_sees_class_information_the_readout_ignores(trained_vit):
     both = real.linear_probe(images, y, random_state=0)
     np.testing.assert_allclose(both.projection.cls, ident.cls)
     np.testing.assert_allclose(both.projection.image_tokens, ident.image_tokens)
+
+
+def test_class_similarity_change_of_post_norm_blocks_from_the_sites():
+    model = _linear_readout(_tiny_vit(block_fn=ResPostBlock, num_classes=16))
+    x, y = _images(n=4), np.array([1, 4, 9, 12])
+
+    def site(name):  # identity readout: true-class logits are the states
+        est = ClassEmbeddingProjector(model, site=name, tokens="all", device="cpu").fit()
+        states = est.project(x)
+        return np.take_along_axis(states, y[:, None, None, None], axis=-1)[..., 0]
+
+    resid, attn, mlp = site("resid"), site("attn"), site("mlp")
+    block_input = resid[:, :-1]  # the input of blocks 1 and 2
+    proj = ClassEmbeddingProjector(model, layers=[1, 2], tokens="all", device="cpu").fit()
+    result = proj.class_similarity_change(x, y, reference="branch_input")
+    np.testing.assert_allclose(result.attn, (attn[:, 1:] > block_input).mean(axis=(0, 2)))
+    # post-norm: the MLP reads the residual after the attention branch
+    mlp_input = block_input + attn[:, 1:]
+    np.testing.assert_allclose(result.mlp, (mlp[:, 1:] > mlp_input).mean(axis=(0, 2)))
