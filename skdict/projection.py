@@ -4,6 +4,10 @@ Implements Vilas, Schaumlöffel & Roig, "Analyzing Vision Transformers for Image
 Classification in Class Embedding Space" (NeurIPS 2023): every token of every
 block is sent through the model's final normalisation and classifier, which
 shows how class evidence builds up over the layers.
+
+The paper's analyses (identifiability, class-similarity change, key-value
+memories, linear probes, with random-weights baselines) are functions of a
+fitted projector in ``_class_analyses``; the methods here wrap them.
 """
 
 import os
@@ -12,12 +16,11 @@ from numbers import Integral
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.base import _fit_context
-from sklearn.utils import Bunch, check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import _class_analyses as analyses
-from ._attribution import attention_contributions, readout_gradient
+from . import _attribution
 from ._class_analyses import check_labels as _check_labels
 from ._hooks import LAYER_SCALE, capture, check_sites
 from ._images import images_to_tensor, timm_preprocess
@@ -64,11 +67,6 @@ def _resolve_layers(layers, n_blocks):
             )
         resolved.append(int(layer) % n_blocks)
     return resolved
-
-
-def _auc(fractions, curve):
-    """Area under an accuracy curve, normalised by the range of fractions."""
-    return float(np.trapezoid(curve, fractions) / (fractions[-1] - fractions[0]))
 
 
 class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -563,38 +561,6 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             self, images, y, test_size=test_size, C=C, random_state=random_state
         )
 
-    def _importance(self, x, y):
-        """Per-patch evidence (N, n_patches) for classes y (None: the prediction)."""
-        torch = import_optional("torch", "vision", _FEATURE)
-        m = self.model_
-        if not hasattr(m.blocks[0], "ls1"):
-            raise ValueError(
-                "explain needs pre-norm timm Blocks (with ls1); this model uses "
-                f"{type(m.blocks[0]).__name__}."
-            )
-        n_prefix = self.num_prefix_tokens_
-        has_cls = getattr(m, "cls_token", None) is not None
-        query = slice(0, 1) if has_cls else slice(n_prefix, None)
-        maps = []
-        for rows, hidden in self._batches(x, ("attn_in", "resid"), range(self.n_layers_)):
-            final = hidden["resid"][:, -1]
-            pooled = final[:, 0] if has_cls else final[:, n_prefix:].mean(dim=1)
-            if y is None:
-                target = m.head(m.fc_norm(m.norm(pooled))).argmax(dim=-1)
-            else:
-                target = torch.from_numpy(y[rows]).to(pooled.device)
-            grad = readout_gradient(m, pooled, target, torch)
-            evidence = 0
-            for layer in self.layers_:
-                contributions = m.blocks[layer].ls1(
-                    attention_contributions(
-                        m.blocks[layer].attn, hidden["attn_in"][:, layer], query, torch
-                    )
-                )
-                evidence = evidence + contributions[:, n_prefix:] @ grad[:, :, None]
-            maps.append(evidence[..., 0].cpu().numpy())
-        return np.concatenate(maps)
-
     def explain(self, images, y=None):
         """Heatmaps of the patches that carry evidence for a class.
 
@@ -625,16 +591,7 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             patches push the class up, negative ones down.
         """
         check_is_fitted(self)
-        torch = import_optional("torch", "vision", _FEATURE)
-        x = self._tensor(images)
-        if y is not None:
-            y = _check_labels(y, len(x), len(self.classes_))
-        grid = self._importance(x, y).reshape(len(x), 1, *self.grid_size_)
-        heatmaps = torch.nn.functional.interpolate(
-            torch.from_numpy(grid), size=self.input_size_[1:], mode="bilinear",
-            align_corners=False,
-        )
-        return heatmaps[:, 0].numpy().astype(np.float32)
+        return _attribution.explain(self, images, y)
 
     def perturbation_test(self, images, y, *, fractions=None, random_state=None):
         """Accuracy when keeping only the most, least or randomly chosen patches.
@@ -664,48 +621,6 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             the range of fractions.
         """
         check_is_fitted(self)
-        torch = import_optional("torch", "vision", _FEATURE)
-        fractions = np.linspace(0.1, 1.0, 10) if fractions is None else np.asarray(fractions, float)
-        if fractions.ndim != 1 or len(fractions) < 2 or np.any(np.diff(fractions) <= 0) or (
-            fractions[0] <= 0 or fractions[-1] > 1
-        ):
-            raise ValueError("fractions must be at least 2 increasing values in (0, 1].")
-        x = self._tensor(images)
-        y = _check_labels(y, len(x), len(self.classes_))
-        order = np.argsort(-self._importance(x, y), axis=1, kind="stable")
-        rng = check_random_state(random_state)
-        orders = {
-            "top": order,
-            "bottom": order[:, ::-1],
-            "random": np.argsort(rng.random_sample(order.shape), axis=1),
-        }
-        n_patches = order.shape[1]
-        result = Bunch(fractions=fractions)
-        for name, ranked in orders.items():
-            curve = []
-            for fraction in fractions:
-                keep = torch.from_numpy(
-                    np.ascontiguousarray(ranked[:, : max(1, round(fraction * n_patches))])
-                )
-                curve.append(np.mean(self._predict_kept(x, keep) == y))
-            result[name] = np.array(curve)
-            result[f"auc_{name}"] = _auc(fractions, result[name])
-        return result
-
-    def _predict_kept(self, x, keep):
-        """Predicted classes when only patches `keep` (N, n_keep) enter the blocks."""
-        torch = import_optional("torch", "vision", _FEATURE)
-        m = self.model_
-        predictions = []
-        for start in range(0, len(x), self.batch_size):
-            batch = x[start:start + self.batch_size].to(self.device_)
-            index = keep[start:start + self.batch_size].to(self.device_)
-            with torch.no_grad():
-                h = m._pos_embed(m.patch_embed(batch))
-                prefix, patches = h[:, : self.num_prefix_tokens_], h[:, self.num_prefix_tokens_:]
-                kept = torch.gather(
-                    patches, 1, index[..., None].expand(-1, -1, patches.shape[-1])
-                )
-                h = m.norm(m.blocks(m.norm_pre(torch.cat([prefix, kept], dim=1))))
-                predictions.append(m.forward_head(h).argmax(-1).cpu().numpy())
-        return np.concatenate(predictions)
+        return _attribution.perturbation_test(
+            self, images, y, fractions=fractions, random_state=random_state
+        )
