@@ -46,9 +46,11 @@ for name, result in results.items():
 # The probes find the digit almost as well in the random network as in the
 # trained one: the pixels of an 8x8 digit, randomly mixed, stay linearly
 # separable. The projection is at chance (0.55 for ten classes) for the random
-# model and rises over the blocks only after training; on the trained model
-# the image tokens stay far below their probes, because the model reads the
-# class from the class token, not from them.
+# model and rises over the blocks only after training. On the trained model
+# the image tokens carry the class for a probe at every block, yet their
+# projection stays near chance until the last block: the classifier reads the
+# class token, and nothing forces the image tokens to point at the class
+# embedding the way the class token does.
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
 for ax, tokens, title in zip(axes, ("cls", "image_tokens"), ("class token", "image tokens")):
     for name, style in (("trained", "-"), ("random", "--")):
