@@ -429,6 +429,8 @@ def test_layer_scale_reads_branches_before_or_after_it():
             est = ClassEmbeddingProjector(model, site=branch, tokens="all",
                                           layer_scale=layer_scale, device="cpu")
             expected = np.stack([s[branch + suffix] for s in by_hand], axis=1)
+            # the same float32 modules on the same batch; 1e-5 leaves room for
+            # BLAS kernels chosen per tensor shape (values are of order 1)
             np.testing.assert_allclose(est.fit().project(x), expected, atol=1e-5)
     gamma = model.blocks[0].ls1.gamma.detach().numpy()
     assert np.ptp(gamma) > 0.05  # a non-trivial LayerScale, so the two readings differ
@@ -472,6 +474,8 @@ def test_top_memories_are_ranked_by_the_raw_product_by_default(kind):
         W = (block.mlp.fc2 if kind == "mlp" else block.attn.proj).weight.detach().numpy()
         gamma = (block.ls2 if kind == "mlp" else block.ls1).gamma.detach().numpy()
         after = proj.value_agreement(kind=kind)
+        # float32 products of the same arrays, by numpy on both sides; the
+        # tolerance only covers a different summation order
         np.testing.assert_allclose(after.value_scores[layer], (E @ (gamma[:, None] * W)).T,
                                    rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(after.top_memories[layer], _top5(E @ (gamma[:, None] * W)))
