@@ -36,7 +36,7 @@ _ARRAY_KINDS = "biuf"
 _NAME = re.compile(r"^_?[A-Za-z][A-Za-z0-9_]*$")
 
 
-def _resolve(name):
+def resolve_class(name):
     """The class of an allow-listed name; nothing outside the list is ever imported."""
     if name == "SparseAutoencoder":
         from .sae import SparseAutoencoder  # needs torch: imported only when used
@@ -187,7 +187,7 @@ def save(estimator, path):
     np.True_
     """
     name = type(estimator).__name__
-    if name not in ACCEPTED or not isinstance(estimator, _resolve(name)):
+    if name not in ACCEPTED or not isinstance(estimator, resolve_class(name)):
         raise TypeError(f"cannot save a {name}; skdict.save accepts {ACCEPTED_TEXT}.")
     encoder = _Encoder()
     params = {k: encoder.encode(v, f"param.{k}") for k, v in _params(estimator).items()}
@@ -439,7 +439,7 @@ def load(path):
     with archive:
         metadata = _read_metadata(archive, where)
         decoder = _Decoder(archive, where)
-        cls = _resolve(metadata["class"])
+        cls = resolve_class(metadata["class"])
         params = {k: decoder.decode(v) for k, v in metadata["params"].items()}
         estimator = _build(cls, params, where)
         for name, value in metadata["attributes"].items():
