@@ -124,6 +124,66 @@ def test_describe_prints_one_line_per_alive_atom(files, capsys):
         assert f"{expected.names[atom, 0]} ({expected.scores[atom, 0]:.3f})" in line
 
 
+# A CLIP small enough to build in milliseconds, registered as a named open_clip config.
+_TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16,
+                   "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
+                 "layers": 1},
+}
+CONCEPTS = ["red", "green", "blue", "a dog", "a cat", "a car", "the sea", "a tree"]
+
+
+@pytest.fixture(scope="module")
+def clip_checkpoint(tmp_path_factory, torch_one_thread):
+    """Random weights of a tiny CLIP in a local checkpoint file, as a user would have."""
+    open_clip = pytest.importorskip("open_clip")
+    import torch
+
+    tmp = tmp_path_factory.mktemp("clip")
+    config = tmp / "skdict-tiny-clip.json"
+    config.write_text(json.dumps(_TINY_CLIP))
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    weights = tmp / "tiny-clip.pt"
+    torch.save(open_clip.create_model("skdict-tiny-clip").state_dict(), weights)
+    return "skdict-tiny-clip", weights
+
+
+def test_describe_embeds_a_concepts_file_with_a_clip_checkpoint(clip_checkpoint, tmp_path,
+                                                                capsys):
+    """The real --embedder path: parse, load the checkpoint, embed the names, describe."""
+    from sklearn.decomposition import SparseCoder
+
+    from skdict import CLIPEmbedder
+
+    name, weights = clip_checkpoint
+    embedder = CLIPEmbedder(name, pretrained=weights, device="cpu").fit()
+    T = embedder.encode_text(CONCEPTS)
+    atoms = T - T.mean(axis=0)  # one atom per concept, in the bank's centred space
+    model = SparseCoder(atoms / np.linalg.norm(atoms, axis=1, keepdims=True))
+    skdict.save(model, tmp_path / "model.skdict")
+    concepts = tmp_path / "concepts.txt"
+    concepts.write_text("\r\n".join(CONCEPTS) + "\r\n")  # Windows line ends too
+    assert main(["describe", str(tmp_path / "model.skdict"), "--concepts", str(concepts),
+                 "--embedder", f"clip:{name}:{weights}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    expected = describe_atoms(model, ConceptBank.from_texts(CONCEPTS, embedder))
+    assert [line.split("\t")[2].split(" (")[0] for line in lines] == list(expected.names[:, 0])
+    assert list(expected.names[:, 0]) == CONCEPTS
+
+
+def test_embedder_checkpoint_of_another_model_is_one_line(clip_checkpoint, files, capsys):
+    tmp, _, _ = files
+    _, weights = clip_checkpoint
+    assert main(["describe", str(tmp / "model.skdict"), "--concepts", str(tmp / "concepts.txt"),
+                 "--embedder", f"clip:ViT-S-32:{weights}", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert f"pretrained={str(weights)!r} does not hold weights of model='ViT-S-32'" in err
+    assert err.count("\n") == 1
+
+
 @pytest.mark.parametrize("spec, model, pretrained", [
     ("clip:ViT-B-32", "ViT-B-32", None),
     ("clip:ViT-B-16:/weights/open_clip.bin", "ViT-B-16", "/weights/open_clip.bin"),

@@ -223,3 +223,50 @@ def test_loading_runs_no_code(ksvd, tmp_path):
     with pytest.raises(ValueError, match="cannot read the array"):
         skdict.load(path)
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------- weight checkpoints
+
+
+def _code_running_pickle(path, marker):
+    """A torch checkpoint that creates `marker` when fully unpickled."""
+    torch = pytest.importorskip("torch")
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"weight": Evil()}, path)
+
+
+def test_timm_checkpoints_load_as_weights_only(tmp_path):
+    torch = pytest.importorskip("torch")
+    timm = pytest.importorskip("timm")
+    from skdict import TimmEmbedder
+
+    reference = timm.create_model("vit_tiny_patch16_224")
+    weights = tmp_path / "weights.pth"
+    torch.save(reference.state_dict(), weights)
+    embedder = TimmEmbedder("vit_tiny_patch16_224", pretrained=weights, device="cpu").fit()
+    np.testing.assert_array_equal(embedder.model_.blocks[3].mlp.fc1.weight.detach().numpy(),
+                                  reference.blocks[3].mlp.fc1.weight.detach().numpy())
+
+    marker = tmp_path / "pwned"
+    _code_running_pickle(tmp_path / "evil.pth", marker)
+    with pytest.raises(ValueError, match="is not a plain weights file"):
+        TimmEmbedder("vit_tiny_patch16_224", pretrained=tmp_path / "evil.pth").fit()
+    torch.save(reference, tmp_path / "whole.pt")
+    with pytest.raises(ValueError, match="saved whole with torch.save.model. can only be"):
+        TimmEmbedder(str(tmp_path / "whole.pt")).fit()
+    assert not marker.exists()
+
+
+def test_clip_checkpoint_with_code_is_refused(tmp_path):
+    pytest.importorskip("open_clip")
+    from skdict import CLIPEmbedder
+
+    marker = tmp_path / "pwned"
+    _code_running_pickle(tmp_path / "evil.pt", marker)
+    with pytest.raises(ValueError, match="is not a plain weights file"):
+        CLIPEmbedder("ViT-S-32", pretrained=tmp_path / "evil.pt", device="cpu").fit()
+    assert not marker.exists()
