@@ -146,7 +146,7 @@ def atomic_write(path, suffix=""):
             os.unlink(tmp)
 
 
-def save(estimator, path):
+def save(estimator, path, *, format="skdict"):
     """Write a dictionary learner to a file that loads without running code.
 
     The file is a zip archive with the class name, the constructor parameters
@@ -163,12 +163,20 @@ def save(estimator, path):
         or scikit-learn's ``MiniBatchDictionaryLearning``,
         ``DictionaryLearning`` or ``SparseCoder``, fitted or not.
     path : str or path-like
-        Destination file, e.g. ``"model.skdict"`` (no suffix is added).
+        Destination file, e.g. ``"model.skdict"`` (no suffix is added); a
+        folder for ``format="saelens"``.
+    format : {"skdict", "saelens"}, default="skdict"
+        ``"saelens"`` writes a :class:`~skdict.SparseAutoencoder` in SAELens'
+        layout (``cfg.json`` and ``sae_weights.safetensors`` with ``W_enc``,
+        ``W_dec``, ``b_enc``, ``b_dec`` and, for JumpReLU and BatchTopK,
+        ``threshold``; the input scaling is folded into the weights), which
+        SAELens' ``SAE.load_from_disk`` reads. It needs safetensors (the
+        ``vision`` extra).
 
     Returns
     -------
     path : pathlib.Path
-        The file written.
+        The file (or folder) written.
 
     See Also
     --------
@@ -189,6 +197,14 @@ def save(estimator, path):
     name = type(estimator).__name__
     if name not in ACCEPTED or not isinstance(estimator, resolve_class(name)):
         raise TypeError(f"cannot save a {name}; skdict.save accepts {ACCEPTED_TEXT}.")
+    if format == "saelens":
+        if name != "SparseAutoencoder":
+            raise TypeError(f"format='saelens' holds a SparseAutoencoder, not a {name}.")
+        from ._saelens import save_saelens
+
+        return save_saelens(estimator, path)
+    if format != "skdict":
+        raise ValueError(f"format={format!r} is not known; use 'skdict' or 'saelens'.")
     encoder = _Encoder()
     params = {k: encoder.encode(v, f"param.{k}") for k, v in _params(estimator).items()}
     attributes = {k: encoder.encode(v, f"attr.{k}") for k, v in _state(estimator).items()}
@@ -416,7 +432,10 @@ def load(path):
     Parameters
     ----------
     path : str or path-like
-        A file written by :func:`skdict.save` (or ``skdict fit``).
+        A file written by :func:`skdict.save` (or ``skdict fit``), or a
+        SAELens folder (``cfg.json`` + ``sae_weights.safetensors``, a
+        ``standard``, ``topk`` or ``jumprelu`` SAE), read as a
+        :class:`~skdict.SparseAutoencoder`.
 
     Returns
     -------
@@ -428,6 +447,10 @@ def load(path):
     --------
     save : Write the file.
     """
+    from ._saelens import is_saelens_folder, load_saelens
+
+    if is_saelens_folder(path):
+        return load_saelens(path)
     where = repr(str(path))
     try:
         archive = zipfile.ZipFile(path)

@@ -270,3 +270,62 @@ def test_clip_checkpoint_with_code_is_refused(tmp_path):
     with pytest.raises(ValueError, match="is not a plain weights file"):
         CLIPEmbedder("ViT-S-32", pretrained=tmp_path / "evil.pt", device="cpu").fit()
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------- SAELens layout
+
+
+def _saelens_encode(folder, X):
+    """SAELens' documented inference, from the files alone: f((x - b_dec) W_enc + b_enc)."""
+    from safetensors.numpy import load_file
+
+    config = json.loads((folder / "cfg.json").read_text())
+    w = {k: v.astype(np.float64) for k, v in load_file(str(folder / "sae_weights.safetensors"))
+         .items()}
+    pre = (X - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
+    if config["architecture"] == "jumprelu":
+        return pre * (pre > w["threshold"])
+    if config["architecture"] == "topk":
+        keep = np.argsort(-pre, axis=1, kind="stable")[:, :config["k"]]
+        out = np.zeros_like(pre)
+        np.put_along_axis(out, keep, np.take_along_axis(pre, keep, axis=1), axis=1)
+        return np.maximum(out, 0)
+    return np.maximum(pre, 0)
+
+
+@pytest.mark.parametrize("activation", ["topk", "relu", "jumprelu", "batchtopk"])
+def test_saelens_export_encodes_like_the_sae(activation, X, tmp_path):
+    pytest.importorskip("safetensors")
+    sae = _sae(activation=activation).fit(X.astype(np.float32))
+    folder = skdict.save(sae, tmp_path / "sae", format="saelens")
+    config = json.loads((folder / "cfg.json").read_text())
+    assert (config["d_in"], config["d_sae"]) == (12, 16)
+    expected = sae.transform(X.astype(np.float32))
+    # float32 weights, with scale_ folded into b_enc and the threshold: the codes agree to
+    # float32 rounding of pre-activations of size ~|x|*|W| (≤ 1e-5 relative), away from ties.
+    np.testing.assert_allclose(_saelens_encode(folder, X), expected, rtol=1e-4, atol=1e-5)
+    loaded = skdict.load(folder)
+    np.testing.assert_allclose(loaded.transform(X.astype(np.float32)), expected, rtol=1e-4,
+                               atol=1e-5)
+    codes = expected[:5]
+    np.testing.assert_allclose(loaded.inverse_transform(codes), sae.inverse_transform(codes),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_saelens_folder_is_validated(X, tmp_path):
+    pytest.importorskip("safetensors")
+    from safetensors.numpy import load_file, save_file
+
+    folder = skdict.save(_sae().fit(X.astype(np.float32)), tmp_path / "sae", format="saelens")
+    tensors = load_file(str(folder / "sae_weights.safetensors"))
+    tensors["b_enc"] = tensors["b_enc"][:3]
+    save_file(tensors, str(folder / "sae_weights.safetensors"))
+    with pytest.raises(ValueError, match=r"b_enc has shape \(3,\); expected \(16,\)"):
+        skdict.load(folder)
+    config = json.loads((folder / "cfg.json").read_text())
+    config["architecture"] = "gated"
+    (folder / "cfg.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="architecture 'gated' is not supported"):
+        skdict.load(folder)
+    with pytest.raises(TypeError, match="format='saelens' holds a SparseAutoencoder"):
+        skdict.save(DoubleBatchKSVD(4), tmp_path / "k", format="saelens")
