@@ -190,7 +190,8 @@ def load_model(path, *, trust_pickle=False):
     path = _existing(path, "model file")
     if path.is_dir():
         raise CLIError(f"model file {str(path)!r} is a directory.")
-    if is_model_file(path):
+    # A damaged .skdict file (not a zip any more) gets load's precise message.
+    if is_model_file(path) or path.suffix == ".skdict":
         try:
             model = load(path)
         except ModelFileError as exc:

@@ -390,10 +390,15 @@ def _check_fitted(estimator, where):
         raise ModelFileError(f"{where}: feature_names_in_ must hold {n_features} names.")
     for attribute, shape in _SHAPES.get(name, {}).items():
         if hasattr(estimator, attribute):
-            shape = tuple(n_atoms if s == "k" else n_features for s in shape)
-            _expect(where, attribute, getattr(estimator, attribute), shape)
-    if name == "SparseAutoencoder" and not getattr(estimator, "scale_", 1.0) > 0:
-        raise ModelFileError(f"{where}: scale_ must be positive.")
+            value = getattr(estimator, attribute)
+            _expect(where, attribute, value, tuple(n_atoms if s == "k" else n_features
+                                                   for s in shape))
+            if attribute != "atom_usage_" and value.dtype.kind != "f":
+                raise ModelFileError(f"{where}: {attribute} must hold floats, not {value.dtype}.")
+    if name == "SparseAutoencoder" and hasattr(estimator, "scale_"):
+        _expect(where, "scale_", estimator.scale_, None)
+        if not estimator.scale_ > 0:
+            raise ModelFileError(f"{where}: scale_ must be positive.")
 
 
 # Fitted attributes whose shape follows from the dictionary: "k" atoms, "f" features.
@@ -459,7 +464,7 @@ def load(path):
             f"{where} is not a skdict model file (not a zip archive); write models with "
             "skdict.save or 'skdict fit'."
         ) from None
-    with archive:
+    with archive, _too_deep(where):
         metadata = _read_metadata(archive, where)
         decoder = _Decoder(archive, where)
         cls = resolve_class(metadata["class"])
@@ -471,6 +476,15 @@ def load(path):
     _check_fitted(estimator, where)
     _check_sae_threshold(estimator, where)
     return estimator
+
+
+@contextlib.contextmanager
+def _too_deep(where):
+    """JSON nested deeper than Python's recursion limit is a tampered file, not a crash."""
+    try:
+        yield
+    except RecursionError:
+        raise ModelFileError(f"{where}: {_METADATA} is nested too deeply.") from None
 
 
 def is_model_file(path):

@@ -179,6 +179,28 @@ def test_tampered_files_are_refused_with_one_line(ksvd, tmp_path, case):
     assert "\n" not in str(error.value)
 
 
+def test_deeply_nested_json_is_refused(ksvd, tmp_path):
+    path = skdict.save(ksvd, tmp_path / "m.skdict")
+    with zipfile.ZipFile(path) as archive:
+        text = archive.read("model.json").decode()
+    deep = '{"list": [' * 50_000 + "1" + "]}" * 50_000
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("model.json", text.replace('"attributes": {',
+                                                    f'"attributes": {{"deep_": {deep}, ', 1))
+    with pytest.raises(ValueError, match="nested too deeply"):
+        skdict.load(path)
+
+
+def test_sae_arrays_and_scale_are_checked(X, tmp_path):
+    path = skdict.save(_sae().fit(X), tmp_path / "m.skdict")
+    tampered = _rewrite(path, arrays={"attr.encoder_bias_": np.zeros(16, np.int64)})
+    with pytest.raises(ValueError, match="encoder_bias_ must hold floats, not int64"):
+        skdict.load(tampered)
+    tampered = _rewrite(path, lambda d: d["attributes"].update(scale_="big"))
+    with pytest.raises(ValueError, match="scale_ must be a number, got 'big'"):
+        skdict.load(tampered)
+
+
 def test_sae_threshold_is_checked(X, tmp_path):
     path = skdict.save(_sae(activation="jumprelu").fit(X), tmp_path / "m.skdict")
     tampered = _rewrite(path, arrays={"attr.threshold_": np.ones(3, np.float32)})
