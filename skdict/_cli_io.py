@@ -28,6 +28,7 @@ from ._persistence import (
     resolve_class,
     save,
 )
+from ._saelens import is_saelens_folder
 
 
 class CLIError(Exception):
@@ -181,17 +182,20 @@ def _check_image_files(files):
 
 
 def load_model(path, *, trust_pickle=False):
-    """Load a dictionary saved by ``skdict fit`` (or :func:`skdict.save`).
+    """Load a dictionary saved by ``skdict fit`` (or :func:`skdict.save`), or a SAELens folder.
 
     A pickle or joblib file is read only with ``trust_pickle=True``: unpickling
     runs any code the file holds. Whatever the format, the model must be one of
     the dictionary learners the commands accept.
     """
     path = _existing(path, "model file")
-    if path.is_dir():
-        raise CLIError(f"model file {str(path)!r} is a directory.")
+    if path.is_dir() and not is_saelens_folder(path):
+        raise CLIError(
+            f"model file {str(path)!r} is a directory (and not a SAELens folder with "
+            "cfg.json and sae_weights.safetensors)."
+        )
     # A damaged .skdict file (not a zip any more) gets load's precise message.
-    if is_model_file(path) or path.suffix == ".skdict":
+    if path.is_dir() or is_model_file(path) or path.suffix == ".skdict":
         try:
             model = load(path)
         except ModelFileError as exc:

@@ -349,6 +349,20 @@ def test_a_pickle_runs_no_code_without_trust_pickle(files, tmp_path, capsys):
     assert not marker.exists()
 
 
+def test_commands_read_a_saelens_folder(files, tmp_path):
+    pytest.importorskip("safetensors")
+    tmp, X, _ = files
+    sae = SparseAutoencoder(16, k=2, max_iter=2, batch_size=64, device="cpu",
+                            random_state=0).fit(X)
+    folder = skdict.save(sae, tmp_path / "sae", format="saelens")
+    out = tmp_path / "codes.npz"
+    assert main(["encode", str(folder), str(tmp / "X.npy"), "-o", str(out), "-q"]) == 0
+    # float32 weights with scale_ folded in: agreement to float32 rounding (see
+    # test_persistence.test_saelens_export_encodes_like_the_sae)
+    np.testing.assert_allclose(sp.load_npz(out).toarray(), sae.transform(X), rtol=1e-4,
+                               atol=1e-5)
+
+
 def test_trust_pickle_reads_a_joblib_model(files, tmp_path):
     tmp, X, _ = files
     out = tmp_path / "codes.npz"
