@@ -87,6 +87,14 @@ def test_feature_names_round_trip(X, tmp_path):
     assert list(loaded.feature_names_in_) == list(frame.columns)
 
 
+def test_saved_file_has_the_usual_permissions(ksvd, tmp_path):
+    """Written through a private temporary file, the model is still readable by others."""
+    reference = tmp_path / "plain"
+    reference.write_bytes(b"")
+    path = skdict.save(ksvd, tmp_path / "m.skdict")
+    assert path.stat().st_mode & 0o777 == reference.stat().st_mode & 0o777
+
+
 def test_saving_leaves_the_estimator_unchanged(X, tmp_path):
     model = _sae().fit(X)
     before = set(vars(model))
