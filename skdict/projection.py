@@ -82,8 +82,9 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
     Parameters
     ----------
     model : str, os.PathLike or torch.nn.Module, default="vit_base_patch16_224"
-        A timm model name, the path of a model saved with ``torch.save(model)``,
-        or a timm ``VisionTransformer`` instance.
+        A timm model name or a timm ``VisionTransformer`` instance. Weights
+        from a file go in `pretrained`; a whole model pickled with
+        ``torch.save(model)`` is refused, as unpickling it could run code.
     pretrained : bool, str or os.PathLike, default=False
         For a model name: False for random weights, True to download the hub
         weights (fails at once with advice when the hub is unreachable), or the
