@@ -52,8 +52,23 @@ def test_timm_embedder_in_a_pipeline_with_ksvd(digits):
     codes = pipe.fit_transform(digits)
     assert codes.shape == (60, 8)
     assert np.all((codes != 0).sum(axis=1) <= 2)
-    assert pipe[-1].components_.shape == (8, 64)
-    np.testing.assert_allclose(pipe.transform(digits[:5]), codes[:5], atol=1e-5)
+    ksvd = pipe[-1]
+    assert ksvd.components_.shape == (8, 64)
+    # Transforming 5 images must code them as the 60-image fit_transform did:
+    # same supports, and coefficients equal up to float32 rounding. X @ D.T runs
+    # through a different BLAS kernel for 5 rows than for 60, so each correlation
+    # may differ by ~sqrt(64) * eps32 relative (64-term dot products); solving
+    # G_S c = alpha_S amplifies that by cond(G_S), which reaches ~700 here because
+    # the mean-token embeddings of a random ViT are nearly collinear.
+    few = pipe.transform(digits[:5])
+    np.testing.assert_array_equal(few != 0, codes[:5] != 0)
+    D = ksvd.components_.astype(np.float64)
+    eps = np.finfo(np.float32).eps
+    for row, reference in zip(few, codes[:5]):
+        support = np.flatnonzero(reference)
+        cond = np.linalg.cond(D[support] @ D[support].T)
+        tol = (np.sqrt(64) + 2) * eps * cond * np.linalg.norm(reference)
+        np.testing.assert_allclose(row, reference, rtol=0, atol=tol)
     assert len(pipe[0].get_feature_names_out()) == 64
 
 
