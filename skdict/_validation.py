@@ -44,20 +44,23 @@ def validate_samples(estimator, X, *, reset, min_samples=1):
         )
     except ValueError as exc:
         _reraise_non_numeric(exc, "X")
-    check_magnitude(X, getattr(estimator, "_working_dtype", None))
+    # Rows too small to register code as zero rows, which is right for transform;
+    # data that is too small throughout is refused only where it would be learned from.
+    check_magnitude(X, getattr(estimator, "_working_dtype", None), underflow=reset)
     return X
 
 
-def check_magnitude(X, working_dtype=None, name="X"):
+def check_magnitude(X, working_dtype=None, name="X", *, underflow=True):
     """Refuse finite X whose magnitudes overflow or vanish in the working arithmetic.
 
     With `working_dtype` None, X is used as it is, in its own dtype, and the
-    pursuits and error measures square it: every row's squared norm, and their
-    sum, must be finite, and the largest must be a normal number (below
+    pursuits and error measures square it: every row's squared norm must be
+    finite, and the largest must be a normal number (below
     ``finfo.tiny`` squares lose their precision or flush to zero). Otherwise
     (an estimator that divides X by its scale and then computes in
     `working_dtype`) the values themselves must be finite and normal in
     `working_dtype`. Either way the fix is to rescale X by a constant.
+    ``underflow=False`` checks only for overflow.
     """
     if X.size == 0:
         return
@@ -69,14 +72,15 @@ def check_magnitude(X, working_dtype=None, name="X"):
         # errstate: the overflow is the finding, reported below, not a warning.
         with np.errstate(over="ignore", under="ignore"):
             squares = np.einsum("ij,ij->i", X, X)
-            too_large = not np.isfinite(squares.sum())
+            too_large = not np.isfinite(squares.max())
         too_small = squares.max() < np.finfo(dtype).tiny
         what = "its squared row norms"
     else:
         dtype = np.dtype(working_dtype)
-        too_large = peak > np.finfo(dtype).max
-        too_small = peak < np.finfo(dtype).tiny
+        too_large = peak > float(np.finfo(dtype).max)
+        too_small = peak < float(np.finfo(dtype).tiny)
         what = "its values"
+    too_small = too_small and underflow
     if not (too_large or too_small):
         return
     direction = "overflow" if too_large else "underflow"
