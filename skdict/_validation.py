@@ -84,7 +84,8 @@ def check_magnitude(X, working_dtype=None, name="X", *, underflow=True):
     if not (too_large or too_small):
         return
     direction = "overflow" if too_large else "underflow"
-    wider = " or pass float64" if too_large and dtype == np.float32 and working_dtype is None else ""
+    widen = too_large and working_dtype is None and dtype == np.float32
+    wider = " or pass float64" if widen else ""
     raise ValueError(
         f"{name} is too {'large' if too_large else 'small'} for {np.dtype(dtype).name} "
         f"arithmetic: {what} {direction} (largest |{name}| = {peak:.3g}). Rescale "
