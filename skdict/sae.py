@@ -118,7 +118,9 @@ class SparseAutoencoder(_BaseDictionary):
     n_jobs : int, default=None
         torch (and BLAS) threads on the CPU during fit and transform; the
         previous thread counts are restored afterwards. None or -1: all threads
-        numba may use. Small models train fastest with few threads.
+        numba may use. Small models train fastest with few threads, so at most
+        one thread per 4M multiply-adds of a step (batch x latents x features)
+        is used.
     sparse_output : bool, default=False
         Whether :meth:`transform` returns a ``scipy.sparse.csr_matrix``.
     random_state : int, RandomState instance or None, default=None
@@ -187,6 +189,9 @@ class SparseAutoencoder(_BaseDictionary):
     >>> sae.inverse_transform(codes).shape
     (4, 20)
     """
+
+    # X is divided by scale_ and then trained on in float32 (see _validation.check_magnitude).
+    _working_dtype = np.float32
 
     _parameter_constraints: dict = {
         "n_components": [Interval(Integral, 1, None, closed="left")],
@@ -391,7 +396,8 @@ class SparseAutoencoder(_BaseDictionary):
         block = block_rows(X.shape[1], self.batch_size)
         losses, scores = [], []
         best, stale = -np.inf, 0
-        with thread_limits(self.n_jobs), tqdm(
+        work = min(self.batch_size, X.shape[0]) * X.shape[1] * self.n_components
+        with thread_limits(self.n_jobs, work), tqdm(
             total=n_epochs, disable=not self.verbose, desc=type(self).__name__, unit="epoch"
         ) as bar:
             for epoch in range(n_epochs):
@@ -462,7 +468,8 @@ class SparseAutoencoder(_BaseDictionary):
         step = chunk_rows(n_components, 4)
         dense = None if sparse_output else np.empty((n, n_components), dtype=X.dtype)
         blocks = []
-        with thread_limits(self.n_jobs), torch.no_grad():
+        with thread_limits(self.n_jobs, min(n, step) * X.shape[1] * n_components), \
+                torch.no_grad():
             for start in range(0, n, step):
                 x = to_device(X[start:start + step], device, self.scale_)
                 codes = (module.encode(x) * self.scale_).cpu().numpy()
