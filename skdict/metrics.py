@@ -177,14 +177,19 @@ def faithfulness(
         SpLiCE centring of the cosines: remove the mean row of X (in the
         dictionary's space) and, if the bank centres, the bank's mean concept,
         then renormalise. False uses raw cosines on both sides.
-    baseline : bool, default=False
-        Return the chance level instead: the same score with banks of the same
-        size and dimension drawn uniformly on the unit sphere (and `names`,
-        if given, applied to them), averaged over a few draws.
+    baseline : bool or {"gaussian", "shuffled", "sphere"}, default=False
+        Return a chance level instead: the same score under a null, averaged
+        over a few draws. ``"gaussian"`` (also ``True``): banks of the same size
+        drawn from a normal distribution with the bank's own mean and covariance,
+        naming atoms as the real bank does (`names`, if given, index them);
+        ``"shuffled"``: the atom -> concept assignment randomly permuted among
+        the alive atoms; ``"sphere"``: banks drawn uniformly on the unit sphere,
+        easy to beat on anisotropic embeddings. See the "Metrics" page of the
+        documentation for what each null answers.
     per_atom : bool, default=False
         Return one AUROC per atom instead of the mean.
     random_state : int, RandomState instance or None, default=0
-        Seeds the random banks of `baseline`.
+        Seeds the draws of `baseline`.
 
     Returns
     -------
@@ -218,7 +223,7 @@ def faithfulness(
 
 def specificity(
     estimator, X, bank, *, names=None, center=True, baseline=False, per_atom=False,
-    random_state=0,
+    count_dead=False, random_state=0,
 ):
     """Share of alive atoms whose name retrieves them back among all atoms.
 
@@ -241,13 +246,19 @@ def specificity(
     center : bool, default=True
         Use the bank's centred concepts (when the bank centres); False uses
         the raw unit embeddings.
-    baseline : bool, default=False
-        Return the chance level: the score with uniform random banks of the
-        same size and dimension, averaged over a few draws.
+    baseline : bool or {"gaussian", "shuffled", "sphere"}, default=False
+        Return a chance level instead, as in :func:`faithfulness`:
+        ``"gaussian"`` (also ``True``) Gaussian banks with the bank's mean and
+        covariance, ``"shuffled"`` permuted names, ``"sphere"`` uniform banks.
     per_atom : bool, default=False
-        Return 1.0 / 0.0 per atom (NaN for dead atoms) instead of the share.
+        Return 1.0 / 0.0 per atom (NaN for dead atoms, 0.0 with `count_dead`)
+        instead of the share.
+    count_dead : bool, default=False
+        Count dead atoms (used by no row of X) as not specific, i.e. divide by
+        all atoms instead of the alive ones, so that killing atoms cannot raise
+        the score. Report :func:`dead_fraction` next to the default.
     random_state : int, RandomState instance or None, default=0
-        Seeds the random banks of `baseline`.
+        Seeds the draws of `baseline`.
 
     Returns
     -------
@@ -267,14 +278,17 @@ def specificity(
     1.0
     >>> specificity(coder, np.eye(3), bank, names=[0, 0, 2])
     0.6666666666666666
+    >>> specificity(coder, [[1.0, 0.0, 0.0]], bank, count_dead=True)
+    0.3333333333333333
     """
     return description_score(
         specificity_per_atom, estimator, X, bank, names=names, center=center,
         baseline=baseline, per_atom=per_atom, random_state=random_state,
+        count_dead=count_dead,
     )
 
 
-def unique_name_ratio(estimator, X, bank, *, names=None, center=True):
+def unique_name_ratio(estimator, X, bank, *, names=None, center=True, count_dead=False):
     """Distinct names among alive atoms, over the number of alive atoms.
 
     ``|{c(k) : k alive}| / n_alive``: 1 when every alive atom has its own
@@ -293,11 +307,14 @@ def unique_name_ratio(estimator, X, bank, *, names=None, center=True):
         closest concept.
     center : bool, default=True
         Name atoms with the bank's centred concepts (when the bank centres).
+    count_dead : bool, default=False
+        Divide by all atoms instead of the alive ones: dead atoms count as
+        names that say nothing, so killing atoms cannot raise the ratio.
 
     Returns
     -------
     ratio : float
-        In (0, 1]; NaN when no atom is alive.
+        In [0, 1]; NaN when no atom is alive (0 with `count_dead`).
 
     Examples
     --------
@@ -310,12 +327,15 @@ def unique_name_ratio(estimator, X, bank, *, names=None, center=True):
     ...                     transform_alpha=0.0)
     >>> unique_name_ratio(coder, np.eye(3), bank, names=[1, 1, 2])
     0.6666666666666666
+    >>> unique_name_ratio(coder, [[1.0, 0.0, 0.0]], bank, count_dead=True)
+    0.3333333333333333
     """
     coded = code(estimator, X, bank, center)
     concepts = assign(coded, concept_vectors(bank, center), names)[coded.alive]
-    if concepts.size == 0:
+    n_atoms = coded.alive.size if count_dead else concepts.size
+    if n_atoms == 0:
         return float("nan")
-    return float(np.unique(concepts).size / concepts.size)
+    return float(np.unique(concepts).size / n_atoms)
 
 
 def l0(estimator, X):
