@@ -7,6 +7,8 @@ statistics where lower usually means sparser, livelier or less redundant. See
 the "Metrics" page of the documentation for formulas, sources and failure modes.
 """
 
+from numbers import Real
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -543,3 +545,82 @@ def make_specificity_scorer(bank, *, names=None, center=True):
         "make_specificity_scorer", specificity, bank=check_bank(bank), names=names,
         center=center,
     )
+
+
+class _SparsestWithin:
+    """Picklable ``refit`` callable of :func:`refit_sparsest`."""
+
+    def __init__(self, param, score, tolerance):
+        self.param, self.score, self.tolerance = param, score, tolerance
+
+    def __call__(self, cv_results):
+        key = f"mean_test_{self.score}"
+        if key not in cv_results:
+            raise ValueError(
+                f"cv_results_ has no {key!r}; pass score= the name of a scorer of the "
+                f"search (one of {sorted(k[10:] for k in cv_results if k.startswith('mean_test_'))})."
+            )
+        if f"param_{self.param}" not in cv_results:
+            raise ValueError(
+                f"cv_results_ has no parameter {self.param!r}; pass param= a key of the "
+                "parameter grid, e.g. 'ksvd__n_nonzero_coefs'."
+            )
+        mean = np.asarray(cv_results[key], dtype=np.float64)
+        best = int(np.nanargmax(mean))
+        slack = self.tolerance
+        if slack == "std":
+            slack = float(cv_results[f"std_test_{self.score}"][best])
+        values = np.ma.getdata(cv_results[f"param_{self.param}"]).astype(np.float64)
+        good = np.flatnonzero(mean >= mean[best] - slack)
+        smallest = good[values[good] == values[good].min()]
+        # among candidates sharing the smallest value (other parameters differ), the best
+        return int(smallest[np.argmax(mean[smallest])])
+
+    def __repr__(self):
+        return (f"refit_sparsest({self.param!r}, score={self.score!r}, "
+                f"tolerance={self.tolerance!r})")
+
+
+def refit_sparsest(param, *, score="score", tolerance="std"):
+    """A ``GridSearchCV`` `refit` callable: the sparsest setting that scores almost best.
+
+    More non-zeros (or atoms) always reconstruct better, so refitting on the
+    best held-out reconstruction picks the largest value of the grid. This picks
+    the smallest value of `param` whose mean held-out score is within
+    `tolerance` of the best one: the sparser model, unless it loses more than
+    the search can resolve (the "one standard error" rule of Hastie, Tibshirani
+    & Friedman, *The Elements of Statistical Learning*, §7.10).
+
+    Parameters
+    ----------
+    param : str
+        The sparsity parameter as named in the grid, e.g.
+        ``"ksvd__n_nonzero_coefs"`` or ``"k"``; smaller is sparser.
+    score : str, default="score"
+        The scorer whose mean held-out score is compared: its name in the
+        search's `scoring` dict, or ``"score"`` for a single scorer.
+    tolerance : float or "std", default="std"
+        Largest loss of mean score to accept, in the score's units; ``"std"``
+        uses the standard deviation over folds of the best setting.
+
+    Returns
+    -------
+    refit : callable
+        ``refit(cv_results) -> int``, the index of the chosen setting, to pass
+        as ``GridSearchCV(..., refit=refit)``.
+
+    Examples
+    --------
+    >>> from skdict.metrics import refit_sparsest
+    >>> refit = refit_sparsest("k")
+    >>> cv_results = {"param_k": [4, 8, 16], "mean_test_score": [0.60, 0.67, 0.68],
+    ...               "std_test_score": [0.01, 0.02, 0.015]}
+    >>> refit(cv_results)  # 8 is within one standard deviation (0.015) of 16
+    1
+
+    With a search: ``GridSearchCV(pipe, {"ksvd__n_nonzero_coefs": [4, 8, 16]},
+    scoring=reconstruction_scorer, refit=refit_sparsest("ksvd__n_nonzero_coefs"))``.
+    """
+    if not (tolerance == "std" or (isinstance(tolerance, Real) and tolerance >= 0)):
+        raise ValueError(f"tolerance must be a non-negative number or 'std', got {tolerance!r}.")
+    return _SparsestWithin(param, score, tolerance)

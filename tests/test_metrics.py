@@ -28,6 +28,7 @@ from skdict.metrics import (
     make_reconstruction_scorer,
     make_specificity_scorer,
     reconstruction_scorer,
+    refit_sparsest,
     signal_recovered,
     specificity,
     unique_name_ratio,
@@ -380,3 +381,47 @@ def test_bad_input_gives_clear_errors(concept_data):
         make_reconstruction_scorer("mse")
     with pytest.raises(ValueError, match="same shape"):
         signal_recovered(X, X[:, :3])
+
+
+# --- model selection: the sparsest setting that scores almost best -----------
+
+def _cv_results(ks, means, stds, name="score"):
+    return {"param_k": np.ma.masked_array(ks, dtype=object), f"mean_test_{name}": means,
+            f"std_test_{name}": stds}
+
+
+def test_refit_sparsest_takes_the_smallest_k_within_tolerance():
+    results = _cv_results([4, 8, 16], [0.60, 0.67, 0.68], [0.01, 0.02, 0.015])
+    assert refit_sparsest("k")(results) == 1  # 0.67 >= 0.68 - 0.015
+    assert refit_sparsest("k", tolerance=0.1)(results) == 0
+    assert refit_sparsest("k", tolerance=0)(results) == 2  # the plain argmax
+
+
+def test_refit_sparsest_breaks_ties_on_k_by_score_and_reads_named_scorers():
+    """Two settings share the sparsest k (another parameter differs): the better wins."""
+    results = _cv_results([16, 4, 4], [0.70, 0.66, 0.69], [0.02, 0.0, 0.0], name="rec")
+    assert refit_sparsest("k", score="rec")(results) == 2
+    with pytest.raises(ValueError, match="score="):
+        refit_sparsest("k")(results)
+    with pytest.raises(ValueError, match="param="):
+        refit_sparsest("n_nonzero_coefs", score="rec")(results)
+    with pytest.raises(ValueError, match="tolerance"):
+        refit_sparsest("k", tolerance=-1)
+
+
+def test_refit_sparsest_in_grid_search_prefers_fewer_nonzeros():
+    """With the reconstruction scorer the plain refit takes the largest k; a
+    tolerance as large as the gain from 2 to 4 non-zeros takes 2 instead."""
+    X, _, _ = make_concept_data(300, 16, 12, 2)
+    grid = {"n_nonzero_coefs": [2, 4]}
+    model = DoubleBatchKSVD(12, max_iter=3, random_state=0)
+    plain = GridSearchCV(model, grid, scoring=reconstruction_scorer, cv=2).fit(X)
+    assert plain.best_params_ == {"n_nonzero_coefs": 4}
+    means = plain.cv_results_["mean_test_score"]
+    sparse = GridSearchCV(
+        model, grid, scoring=reconstruction_scorer, cv=2,
+        # 1e-12 covers the rounding of the subtraction (values near 1, eps 2e-16)
+        refit=refit_sparsest("n_nonzero_coefs", tolerance=means[1] - means[0] + 1e-12),
+    ).fit(X)
+    assert sparse.best_params_ == {"n_nonzero_coefs": 2}
+    assert pickle.loads(pickle.dumps(sparse)).best_index_ == 0
