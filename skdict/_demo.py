@@ -38,7 +38,19 @@ _BUDGETS = {
 }
 
 
-def _methods(n_components, n_nonzero, max_iter, seed):
+# sklearn's L1 penalty is in the units of the data: alpha=1 (its default) is
+# degenerate on unit-norm embeddings (atoms copy rows). The demo sets alpha to
+# this share of the RMS row norm, the best held-out signal recovered of
+# {0.01, 0.03, 0.1, 0.3} x RMS on both parts' data (80/20 split): synthetic
+# 0.50 / 0.54 / 0.69 / 0.81 (alpha=1: 0.73), digits 0.925 / 0.927 / 0.930 / 0.928.
+_MBDL_ALPHA_PER_NORM = 0.3
+
+
+def _rms_norm(X):
+    return float(np.sqrt(np.mean(np.einsum("ij,ij->i", X, X))))
+
+
+def _methods(n_components, n_nonzero, max_iter, seed, data_scale):
     """The estimators compared, with the same number of atoms and the same L0."""
     return {
         "DoubleBatchKSVD": DoubleBatchKSVD(
@@ -48,7 +60,8 @@ def _methods(n_components, n_nonzero, max_iter, seed):
             n_components, activation="topk", k=n_nonzero, max_iter=max_iter, batch_size=128,
             learning_rate=3e-3, device="cpu", random_state=seed),
         "sklearn MiniBatchDictionaryLearning": MiniBatchDictionaryLearning(
-            n_components, transform_algorithm="omp", transform_n_nonzero_coefs=n_nonzero,
+            n_components, alpha=_MBDL_ALPHA_PER_NORM * data_scale,
+            transform_algorithm="omp", transform_n_nonzero_coefs=n_nonzero,
             max_iter=max_iter, random_state=seed),
     }
 
@@ -96,8 +109,8 @@ def synthetic_part(budget, bar):
     for seed in range(seeds):
         X, D_true, _ = make_sparse_signals(random_state=seed)
         bank = _signed_bank(D_true)
-        for name, estimator in _methods(**_SYNTHETIC_SIZES, max_iter=max_iter,
-                                        seed=seed).items():
+        for name, estimator in _methods(**_SYNTHETIC_SIZES, max_iter=max_iter, seed=seed,
+                                        data_scale=_rms_norm(X)).items():
             bar.set_postfix_str(f"synthetic: {name}, seed {seed}")
             scores = _fit_and_score(estimator, X, bank, center=False)
             scores["atom recovery"] = metrics.atom_recovery_rate(D_true, estimator.components_)
@@ -114,7 +127,9 @@ def synthetic_part(budget, bar):
             f"autoencoder), mean of {seeds} seeds. The concept bank is the true dictionary "
             "with both signs of every atom. The true codes take both signs while TopK "
             "codes are non-negative, so the autoencoder would need two latents per true "
-            "atom and recovers almost none."
+            "atom and recovers almost none. sklearn's alpha is "
+            f"{_MBDL_ALPHA_PER_NORM} x the RMS row norm (its default, 1, ignores the data's "
+            "scale)."
         ),
         "scores": _mean_rows(per_seed),
         "history": history,
@@ -178,7 +193,8 @@ def digits_part(budget, bar):
     bank = ConceptBank.from_class_head(projector)
     max_iter = budget["digits_iter"]
     scores, fitted = {}, {}
-    for name, estimator in _methods(**_DIGITS_SIZES, max_iter=max_iter, seed=0).items():
+    for name, estimator in _methods(**_DIGITS_SIZES, max_iter=max_iter, seed=0,
+                                    data_scale=_rms_norm(X)).items():
         bar.set_postfix_str(f"digits: {name}")
         scores[name] = _fit_and_score(estimator, X, bank, center=True)
         fitted[name] = estimator
@@ -191,7 +207,8 @@ def digits_part(budget, bar):
             f"4-block, 64-wide timm ViT trained for {train_seconds:.0f} s on 1347 digits; "
             f"CLS token after the last block for all 1797 digits; 64 atoms and L0 = 4 for "
             f"every method, {max_iter} iterations or epochs. The concept bank is the ViT's class "
-            "head (one direction per digit)."
+            "head (one direction per digit). sklearn's alpha is "
+            f"{_MBDL_ALPHA_PER_NORM} x the RMS row norm."
         ),
         "scores": scores,
         "identifiability": identifiability,
