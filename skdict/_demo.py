@@ -23,7 +23,7 @@ from .sae import SparseAutoencoder
 
 COLUMNS = [
     "data", "method", "signal recovered", "explained variance", "atom recovery",
-    "faithfulness", "specificity", "unique names", "fit time (s)",
+    "faithfulness", "specificity", "unique names", "alive atoms", "fit time (s)",
 ]
 _SYNTHETIC_SIZES = dict(n_components=50, n_nonzero=3)
 _DIGITS_SIZES = dict(n_components=64, n_nonzero=4)
@@ -78,6 +78,8 @@ def _fit_and_score(estimator, X, bank, center):
         "faithfulness": metrics.faithfulness(estimator, X, bank, center=center),
         "specificity": metrics.specificity(estimator, X, bank, center=center),
         "unique names": metrics.unique_name_ratio(estimator, X, bank, center=center),
+        # specificity and unique names divide by the alive atoms: show how many
+        "alive atoms": (1 - metrics.dead_fraction(estimator, X)) * len(estimator.components_),
         "fit time (s)": seconds,
     }
 
