@@ -35,7 +35,7 @@ def _import_torch():
 
 
 def _auto_batch_size(batch_size, n_rows):
-    """`batch_size`, or for "auto" the power of two near ``n_rows / 128`` (see the docstring)."""
+    """`batch_size`, or for "auto" the power of two near ``n_rows / 256`` (see the docstring)."""
     if batch_size != "auto":
         return batch_size
     target = max(n_rows // _AUTO_STEPS_PER_EPOCH, 1)
@@ -108,9 +108,10 @@ class SparseAutoencoder(_BaseDictionary):
         budget is in optimizer steps, as SAELens schedules by training tokens:
         with both defaults, 20,000 rows train in batches of 64 for 20 epochs
         (5,600 steps), a million rows in batches of 2,048 for 20 epochs, 1,300
-        rows in batches of 32 for up to 49 epochs. A fixed batch of 4,096 makes
-        only 100 steps in 20 epochs of 20,000 rows, far from converged. See the
-        user guide (sparse autoencoder defaults) for the measurements.
+        training rows in batches of 32 for up to 49 epochs. A fixed batch of
+        4,096 makes only 100 steps in 20 epochs of 20,000 rows, far from
+        converged. See the user guide (sparse autoencoder defaults) for the
+        measurements.
     learning_rate : float, default=1e-3
         Peak Adam learning rate.
     warmup_fraction : float, default=0.05
