@@ -49,12 +49,13 @@ bank = ConceptBank(
 # ``refit="rec"`` would keep the setting that reconstructs best, and that is
 # always the largest ``n_nonzero_coefs`` of the grid: a code with more non-zeros
 # can only fit a row better (on real sentence embeddings it picked 16 of
-# {4, 8, 16}). A sparser code is cheaper, and its atoms are used by fewer rows
-# each, which is what makes them nameable. So the refit callable
+# {4, 8, 16}). A sparser code is cheaper, and each atom carries more of the
+# rows that use it, which is what makes it nameable (here faithfulness falls
+# from 0.94 at one non-zero to 0.69 at eight). So the refit callable
 # ``refit_sparsest`` takes the smallest ``n_nonzero_coefs`` whose mean held-out
 # signal recovered is within one standard deviation over folds of the best
 # (the "one standard error" rule of Hastie, Tibshirani & Friedman): a loss the
-# search itself cannot tell from noise. A fixed ``tolerance=0.02`` states the
+# search itself cannot tell from noise. A fixed ``tolerance`` states the
 # trade-off in the score's units instead. The other scores are recorded for
 # each setting in ``cv_results_``.
 pipe = Pipeline([
@@ -78,8 +79,8 @@ print("refit (sparsest within one std):", search.best_params_)
 
 # %%
 # On these digits each doubling of ``n_nonzero_coefs`` gains more signal than
-# the folds disagree by, so the one-standard-deviation rule keeps the largest
-# k that still pays. Stating the trade-off instead, "give up at most 0.1 of
+# the folds disagree by, so the one-standard-deviation rule keeps k = 8: the
+# rule gives up only losses within noise. Stating the trade-off instead, "give up at most 0.1 of
 # signal recovered for a sparser code", applies the same callable with a fixed
 # tolerance to the recorded results, with no new fit:
 chosen = refit_sparsest("ksvd__n_nonzero_coefs", score="rec", tolerance=0.1)(
