@@ -79,10 +79,10 @@ print("refit (sparsest within one std):", search.best_params_)
 
 # %%
 # On these digits each doubling of ``n_nonzero_coefs`` gains more signal than
-# the folds disagree by, so the one-standard-deviation rule keeps k = 8: the
-# rule gives up only losses within noise. Stating the trade-off instead, "give up at most 0.1 of
-# signal recovered for a sparser code", applies the same callable with a fixed
-# tolerance to the recorded results, with no new fit:
+# the folds disagree by, so the one-standard-deviation rule keeps k = 8: it
+# gives up only losses within noise. Stating the trade-off instead, "give up
+# at most 0.1 of signal recovered for a sparser code", applies the same
+# callable with a fixed tolerance to the recorded results, with no new fit:
 chosen = refit_sparsest("ksvd__n_nonzero_coefs", score="rec", tolerance=0.1)(
     search.cv_results_)
 print("sparsest within 0.1:", search.cv_results_["params"][chosen])
