@@ -556,9 +556,11 @@ class _SparsestWithin:
     def __call__(self, cv_results):
         key = f"mean_test_{self.score}"
         if key not in cv_results:
+            scorers = sorted(k[len("mean_test_"):] for k in cv_results
+                             if k.startswith("mean_test_"))
             raise ValueError(
                 f"cv_results_ has no {key!r}; pass score= the name of a scorer of the "
-                f"search (one of {sorted(k[10:] for k in cv_results if k.startswith('mean_test_'))})."
+                f"search (one of {scorers})."
             )
         if f"param_{self.param}" not in cv_results:
             raise ValueError(
