@@ -59,8 +59,7 @@ def _methods(n_components, n_nonzero, max_iter, seed, data_scale):
             n_components, n_nonzero_coefs=n_nonzero, max_iter=max_iter, tol=0,
             random_state=seed),
         "SparseAutoencoder": SparseAutoencoder(
-            n_components, activation="topk", k=n_nonzero, max_iter=max_iter, batch_size=128,
-            learning_rate=3e-3, device="cpu", random_state=seed),
+            n_components, activation="topk", k=n_nonzero, device="cpu", random_state=seed),
         "sklearn MiniBatchDictionaryLearning": MiniBatchDictionaryLearning(
             n_components, alpha=_MBDL_ALPHA_PER_NORM * data_scale,
             transform_algorithm="omp", transform_n_nonzero_coefs=n_nonzero,
@@ -76,7 +75,8 @@ def _warm_up(X, n_nonzero):
     belong to no method's fit.
     """
     rows = X[:64]
-    for estimator in _methods(8, n_nonzero, max_iter=2, seed=0).values():
+    for estimator in _methods(8, n_nonzero, max_iter=2, seed=0,
+                              data_scale=_rms_norm(rows)).values():
         with thread_limits(None, work=rows.size * 8):
             estimator.fit(rows).transform(rows)
 

@@ -289,10 +289,12 @@ def _build_parser():
     fit.add_argument("--n-nonzero", type=int, default=10, metavar="k",
                      help="atoms per sample: n_nonzero_coefs or the SAE's k (default: %(default)s)")
     fit.add_argument("--max-iter", type=int, default=None,
-                     help="iterations (dbksvd, default 50) or epochs (sae, default 20)")
+                     help="iterations (dbksvd, default 50) or epochs (sae, default: enough "
+                     "for about 2,000 steps)")
     fit.add_argument("--batch-size", type=int, default=None,
                      help="rows per iteration (dbksvd: all by default; set it for "
-                     "out-of-core fits of large files) or per step (sae, default 4096)")
+                     "out-of-core fits of large files) or per step (sae, default: about "
+                     "n_rows / 256)")
     fit.add_argument("--device", default="auto", help="torch device for sae (default: auto)")
     fit.add_argument("--random-state", type=int, default=0)
     fit.add_argument("-o", "--output", required=True, metavar="MODEL.skdict",

@@ -431,7 +431,7 @@ class SparseAutoencoder(_BaseDictionary):
         block = block_rows(X.shape[1], self.batch_size_)
         losses, scores = [], []
         best, stale = -np.inf, 0
-        work = min(self.batch_size, X.shape[0]) * X.shape[1] * self.n_components
+        work = min(self.batch_size_, X.shape[0]) * X.shape[1] * self.n_components
         with thread_limits(self.n_jobs, work), tqdm(
             total=n_epochs, disable=not self.verbose, desc=type(self).__name__, unit="epoch"
         ) as bar:
