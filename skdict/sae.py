@@ -520,6 +520,6 @@ class SparseAutoencoder(_BaseDictionary):
     def __getstate__(self):
         # The trainer holds device tensors and Adam's state; the numpy
         # attributes are the model.
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # object.__getstate__ returns __dict__ itself
         state.pop("_trainer", None)
         return state

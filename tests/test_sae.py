@@ -211,6 +211,17 @@ def test_pickle_and_joblib_round_trip_give_identical_transforms(signals, tmp_pat
     assert restored.n_iter_ == sae.n_iter_ + 1
 
 
+def test_pickling_leaves_the_fitted_estimator_untouched(signals):
+    X, _ = signals
+    pickled, kept = _small().fit(X), _small().fit(X)
+    pickle.dumps(pickled)
+    # Both continue from the same weights and the same Adam state: pickling one
+    # of them must not drop its optimiser state.
+    pickled.partial_fit(X)
+    kept.partial_fit(X)
+    np.testing.assert_array_equal(pickled.components_, kept.components_)
+
+
 def test_sparse_output_is_csr_equal_to_dense(signals):
     X, _ = signals
     sae = _small().fit(X)
