@@ -284,3 +284,41 @@ def test_verbose_shows_a_progress_bar_with_signal_recovered(capsys):
     assert "DoubleBatchKSVD" in err and "signal_recovered=" in err and "3/3" in err
     DoubleBatchKSVD(20, n_nonzero_coefs=2, max_iter=3, tol=0, verbose=0).fit(X)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_atom_update_frobenius_is_the_leading_singular_vector(rng, weighted):
+    """One atom used by every row: the Frobenius update is the top singular vector of
+    the rows (K-SVD); the relative-error update weighs rows and lands elsewhere."""
+    from skdict._atom_update import atom_positions, subtract_codes, update_atoms
+
+    # a clear spectral gap, and row norms spread over two decades so that the
+    # relative-error weights differ from row to row
+    X = rng.standard_normal((60, 5)) * np.array([4.0, 1.5, 1.0, 0.5, 0.2])
+    X *= np.logspace(-1, 1, 60)[:, None]
+    D = np.eye(5)[[1]] + 0.0
+    codes = sp.csr_matrix((X @ D[0])[:, None])
+    indptr, indices, data = codes.indptr, codes.indices, codes.data
+    residual = X.copy()
+    subtract_codes(residual, indptr, indices, data, D, 0, 1)
+    update_atoms(
+        residual, D, indptr, indices, data, *atom_positions(indptr, indices, 1),
+        np.array([0]), 1, np.linalg.norm(X, axis=1), 0.05, weighted, 300,
+    )
+    top = np.linalg.svd(X)[2][0]
+    # 300 power iterations with singular value ratio 1.5/4 converge to round-off
+    alignment = abs(D[0] @ top)
+    if weighted:
+        assert alignment < 0.999
+    else:
+        assert alignment == pytest.approx(1.0, abs=1e-10)
+        np.testing.assert_allclose(residual, X - np.outer(X @ D[0], D[0]), atol=1e-10)
+
+
+@pytest.mark.parametrize("atom_update", ["relative", "frobenius"])
+def test_atom_update_options_learn_the_paper_dictionary(atom_update):
+    X, D_true, _ = make_sparse_signals(random_state=0)
+    ksvd = DoubleBatchKSVD(
+        50, n_nonzero_coefs=3, max_iter=40, atom_update=atom_update, random_state=0
+    ).fit(X)
+    assert atom_recovery_rate(D_true, ksvd.components_) >= 0.8
