@@ -16,8 +16,9 @@ At equal atoms (1024 and 4096) and equal L0 (8 non-zeros per row):
 * SparseAutoencoder (TopK, k=8): a grid over learning rate x batch size x
   epochs (early stopping on its own validation split stays on).
 * MiniBatchDictionaryLearning (scikit-learn, lasso-LARS fit, OMP transform with
-  8 non-zeros, initialised from the same random training rows): a grid over
-  alpha, each run by ``partial_fit`` on batches of 256 rows for ``T`` seconds.
+  8 non-zeros, initialised from random training rows as DoubleBatchKSVD is): a
+  grid over alpha, each run by ``partial_fit`` on batches of 256 rows for
+  ``T / 3`` seconds; the best alpha is then trained for ``T`` seconds.
 
 Each baseline's grid is fitted on 90% of the training rows and scored on the
 other 10% (signal recovered); the best setting is refitted on all training
@@ -132,8 +133,8 @@ def _fit_mbdl(X, n_atoms, alpha, budget):
     return model, time.perf_counter() - start
 
 
-def _search(fit, settings, X_fit, X_val, X_train):
-    """Best setting by validation signal recovered, refitted on X_train."""
+def _search(fit, settings, X_fit, X_val, X_train, **refit):
+    """Best setting by validation signal recovered, refitted on X_train (with `refit`)."""
     start = time.perf_counter()
     scores = []
     for setting in settings:
@@ -141,7 +142,7 @@ def _search(fit, settings, X_fit, X_val, X_train):
         scores.append(_recovered(model, X_val))
         _log(f"    {setting}: validation {scores[-1]:.3f} ({seconds:.0f} s)")
     best = settings[int(np.argmax(scores))]
-    model, seconds = fit(X_train, **best)
+    model, seconds = fit(X_train, **{**best, **refit})
     return model, seconds, best, time.perf_counter() - start
 
 
@@ -219,9 +220,9 @@ def _compare(n_atoms, X_train, X_test, bank, test_texts, args):
                  seconds))
 
     _log("  MiniBatchDictionaryLearning search")
-    grid = [{"alpha": alpha, "budget": budget} for alpha in MBDL_ALPHAS]
+    grid = [{"alpha": alpha, "budget": budget / len(MBDL_ALPHAS)} for alpha in MBDL_ALPHAS]
     mbdl, seconds, best, spent = _search(
-        lambda X, **p: _fit_mbdl(X, n_atoms, **p), grid, X_fit, X_val, X_train
+        lambda X, **p: _fit_mbdl(X, n_atoms, **p), grid, X_fit, X_val, X_train, budget=budget
     )
     rows.append((f"MiniBatchDictionaryLearning best alpha of {MBDL_ALPHAS} "
                  f"({spent:.0f} s search): alpha={best['alpha']}", mbdl, seconds))
