@@ -67,9 +67,10 @@ class DoubleBatchKSVD(_BaseDictionary):
     pursuit codes it worse, and a re-seeding that does not pay off at the next
     coding is undone, so ``error_`` does not decrease (up to rounding, with
     sequential atom updates; batches of atoms are a Jacobi-style approximation).
-    On the K-SVD paper's synthetic experiment this recovers about 97% of the
-    atoms where the classic Frobenius update with the same re-seeding recovers
-    about 92%.
+    On the K-SVD paper's synthetic experiment (80 iterations, mean of 5
+    seeds) this recovers 84% / 97% / 98% of the atoms at 10 dB / 20 dB / no
+    noise, where the classic Frobenius update (``atom_update="frobenius"``)
+    with the same re-seeding recovers 82% / 86% / 92%.
 
     Parameters
     ----------
