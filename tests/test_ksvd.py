@@ -32,6 +32,21 @@ def test_ksvd_paper_synthetic_recovery():
     assert np.mean(rates) >= 0.90, rates
 
 
+def test_ksvd_paper_synthetic_recovery_at_10_db():
+    """The same experiment at 10 dB, with the default parameters: Aharon et al.
+    report ~90%; skdict measured 84% (mean of seeds 0-4; per seed 72-90%)."""
+    rates = []
+    for seed in range(5):
+        X, D_true, _ = make_sparse_signals(snr=10.0, random_state=seed)
+        ksvd = DoubleBatchKSVD(50, n_nonzero_coefs=3, max_iter=80, random_state=seed)
+        rates.append(atom_recovery_rate(D_true, ksvd.fit(X).components_))
+    # K-SVD trajectories depend on float rounding (BLAS, threads, CPU), so single
+    # seeds move by several atoms between machines; the 5-seed mean's spread is
+    # about 0.04, hence a margin of two spreads below the measured 0.84. A broken
+    # atom update or re-seeding falls far below (random atoms recover none).
+    assert np.mean(rates) >= 0.75, rates
+
+
 @pytest.mark.parametrize("atom_batch_size", [1, 10])
 def test_full_batch_signal_recovered_never_decreases(atom_batch_size):
     X, _, _ = make_sparse_signals(random_state=3)
