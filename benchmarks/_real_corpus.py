@@ -15,8 +15,8 @@ Sentences come from two sources that ship with this machine's packages:
 A sentence is kept when it has 6 to 40 words, at least 80% of them
 alphabetic, and ends in a full stop (glosses excepted). Duplicates are
 dropped, the rest shuffled with seed 0. Which man pages exist depends on the
-installed Debian packages, so the corpus is recorded next to its embeddings
-(``sentences.txt``) and reported by the benchmark.
+installed Debian packages, so the texts are written next to their cached
+embeddings (same name, ``.txt``).
 
 The concept bank: the 1,000 ImageNet-1k class names (first WordNet lemma) and
 the 2,000 most frequent words of the *training* sentences (4+ letters, not in
@@ -156,9 +156,12 @@ def embed(texts, *, label, log=print):
     """Unit-norm MiniLM embeddings of `texts`, cached by content."""
     key = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
     path = CACHE / f"{label}-{len(texts)}-{key}.npy"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    # The texts, one per line, record exactly what was embedded on this machine.
+    if not path.with_suffix(".txt").exists():
+        path.with_suffix(".txt").write_text("\n".join(texts) + "\n")
     if path.exists():
         return np.load(path)
-    CACHE.mkdir(parents=True, exist_ok=True)
     log(f"embedding {len(texts)} {label} with all-MiniLM-L6-v2 (cached at {path}) ...")
     X = _model().encode(
         texts, batch_size=128, normalize_embeddings=True, convert_to_numpy=True,
