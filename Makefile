@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 BENCH_INSTALLED := $(VENV)/.bench-installed
 DOCS_INSTALLED := $(VENV)/.docs-installed
 
-.PHONY: demo test bench bench-scale docs clean
+.PHONY: demo test bench bench-scale bench-real docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ bench: $(BENCH_INSTALLED)
 bench-scale: $(BENCH_INSTALLED)
 	$(PY) benchmarks/bench_scale.py
 	$(PY) benchmarks/bench_torch.py
+
+# Real sentence embeddings (all-MiniLM-L6-v2, offline): DoubleBatchKSVD vs SAE vs
+# scikit-learn at 1024 and 4096 atoms. Embeds 60,000 sentences once (cached under
+# ~/.cache/skdict); writes benchmarks/results/real/. BENCH_REAL_ARGS=--quick is shorter.
+bench-real: $(BENCH_INSTALLED)
+	$(PY) benchmarks/bench_real.py $(BENCH_REAL_ARGS)
 
 # Warnings are errors; the gallery scripts run during the build.
 docs: $(DOCS_INSTALLED)

@@ -45,7 +45,7 @@ def atom_positions(indptr, indices, n_atoms):
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _rank1_atom(E, d, rows, coefs, x_norms, floor, n_power_iter, v_out, u_out):
+def _rank1_atom(E, d, rows, coefs, x_norms, floor, weighted, n_power_iter, v_out, u_out):
     """Weighted rank-1 update of one atom from its restricted residual.
 
     Fits ``E_k = E[rows] + coefs dᵀ`` (the residual without atom ``d``) by
@@ -62,6 +62,9 @@ def _rank1_atom(E, d, rows, coefs, x_norms, floor, n_power_iter, v_out, u_out):
     ``d``. Starting from ``d`` makes a few iterations enough (each one can only
     improve on ``d``), and keeps ``v · d >= 0``, which fixes the sign of the new
     atom. Writes the unit atom to ``v_out`` and the coefficients to ``u_out``.
+
+    With ``weighted`` False every ``w_r = 1``: the classic K-SVD update, the
+    leading singular pair of ``E_k`` (squared Frobenius error).
     """
     m = d.shape[0]
     n = rows.shape[0]
@@ -72,8 +75,13 @@ def _rank1_atom(E, d, rows, coefs, x_norms, floor, n_power_iter, v_out, u_out):
         for f in range(m):
             e2 += e[f] * e[f]
         xn = x_norms[rows[r]]
-        # Rows fitted exactly would get infinite weight; cap it.
-        weights[r] = 1.0 / (xn * max(np.sqrt(e2), floor * xn)) if xn > 0 else 0.0
+        if not weighted:
+            weights[r] = 1.0
+        elif xn > 0:
+            # Rows fitted exactly would get infinite weight; cap it.
+            weights[r] = 1.0 / (xn * max(np.sqrt(e2), floor * xn))
+        else:
+            weights[r] = 0.0
     v_out[:] = d
     for it in range(n_power_iter + 1):
         dv = 0.0
@@ -113,7 +121,7 @@ def _rank1_atom(E, d, rows, coefs, x_norms, floor, n_power_iter, v_out, u_out):
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def update_atoms(
     E, D, indptr, indices, data, atom_ptr, atom_rows, atom_pos, order, atom_batch_size,
-    x_norms, floor, n_power_iter,
+    x_norms, floor, weighted, n_power_iter,
 ):
     """Update the atoms ``order`` in batches; keep ``E``, ``D`` and ``data`` consistent.
 
@@ -143,7 +151,8 @@ def update_atoms(
                 coefs[r] = data[atom_pos[p0 + r]]
             u = np.empty(p1 - p0, dtype=data.dtype)
             _rank1_atom(
-                E, D[k], atom_rows[p0:p1], coefs, x_norms, floor, n_power_iter, new_D[s], u
+                E, D[k], atom_rows[p0:p1], coefs, x_norms, floor, weighted, n_power_iter,
+                new_D[s], u,
             )
             for r in range(p1 - p0):
                 new_data[atom_pos[p0 + r]] = u[r]

@@ -26,7 +26,9 @@ torch = import_optional("torch", "torch", "backend='torch'")
 _SUBTRACT_BYTES = 256 * 2**20
 
 
-def update_dictionary(X, D, codes, groups, atom_batch_size, x_norms, floor, n_power_iter, device):
+def update_dictionary(
+    X, D, codes, groups, atom_batch_size, x_norms, floor, weighted, n_power_iter, device
+):
     """K-SVD update of every group's atoms on `device`; return the residual.
 
     Parameters
@@ -46,6 +48,9 @@ def update_dictionary(X, D, codes, groups, atom_batch_size, x_norms, floor, n_po
         Norms of the rows of `X`.
     floor : float
         Relative residual below which a row's weight stops growing.
+    weighted : bool
+        Majorise-minimise weights for the mean relative error; False weighs
+        every row 1 (the classic squared-error K-SVD update).
     n_power_iter : int
         Power iterations per atom.
     device : torch.device
@@ -72,7 +77,7 @@ def update_dictionary(X, D, codes, groups, atom_batch_size, x_norms, floor, n_po
             Dt,
         )
         for batch in _batches(order, atom_batch_size, atom_ptr, atom_rows, atom_pos, device):
-            _update_batch(E, Dt, data, *batch, xn, floor, n_power_iter)
+            _update_batch(E, Dt, data, *batch, xn, floor, weighted, n_power_iter)
     D[:] = Dt.cpu().numpy()
     codes.data[:] = data.cpu().numpy()
     return E.cpu().numpy()
@@ -97,16 +102,14 @@ def _batches(order, atom_batch_size, atom_ptr, atom_rows, atom_pos, device):
         )
 
 
-def _update_batch(E, D, data, atoms, rows, pos, slots, x_norms, floor, n_power_iter):
+def _update_batch(
+    E, D, data, atoms, rows, pos, slots, x_norms, floor, weighted, n_power_iter
+):
     """Rank-1 updates of one batch of atoms from the same E; then correct E, D, data."""
     nb = atoms.shape[0]
     Eg = E[rows]
     coefs = data[pos]
-    e_norms = torch.linalg.vector_norm(Eg, dim=1).to(torch.float64)
-    xr = x_norms[rows]
-    weights = torch.where(
-        xr > 0, 1.0 / (xr * torch.maximum(e_norms, floor * xr)), torch.zeros_like(xr)
-    ).to(E.dtype)
+    weights = _weights(Eg, x_norms[rows], floor) if weighted else torch.ones_like(coefs)
     D_old = D[atoms]
     V = D_old.clone()
     # An atom whose restricted residual vanishes keeps its direction and gets
@@ -128,6 +131,15 @@ def _update_batch(E, D, data, atoms, rows, pos, slots, x_norms, floor, n_power_i
     E.index_put_((rows,), change, accumulate=True)
     D[atoms] = V
     data[pos] = u
+
+
+def _weights(Eg, xr, floor):
+    """Majorise-minimise weights of the entries' rows (see ``_rank1_atom``)."""
+    e_norms = torch.linalg.vector_norm(Eg, dim=1).to(torch.float64)
+    weights = torch.where(
+        xr > 0, 1.0 / (xr * torch.maximum(e_norms, floor * xr)), torch.zeros_like(xr)
+    )
+    return weights.to(Eg.dtype)
 
 
 def _slot_sums(slots, values, n_slots):

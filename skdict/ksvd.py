@@ -68,9 +68,10 @@ class DoubleBatchKSVD(_BaseDictionary):
     pursuit codes it worse, and a re-seeding that does not pay off at the next
     coding is undone, so ``error_`` does not decrease (up to rounding, with
     sequential atom updates; batches of atoms are a Jacobi-style approximation).
-    On the K-SVD paper's synthetic experiment this recovers about 97% of the
-    atoms where the classic Frobenius update with the same re-seeding recovers
-    about 92%.
+    On the K-SVD paper's synthetic experiment (80 iterations, mean of 5
+    seeds) this recovers 84% / 97% / 98% of the atoms at 10 dB / 20 dB / no
+    noise, where the classic Frobenius update (``atom_update="frobenius"``)
+    with the same re-seeding recovers 82% / 86% / 92%.
 
     Parameters
     ----------
@@ -102,6 +103,13 @@ class DoubleBatchKSVD(_BaseDictionary):
         `n_nonzero_coefs` (split as evenly as possible, earlier groups first),
         and is updated on that residual, so that every prefix is a good
         dictionary on its own. E.g. ``(32, 128, 256)``.
+    atom_update : {"relative", "frobenius"}, default="relative"
+        Loss of the atom update. "relative": the mean relative error
+        ``mean_i ||x_i - x_hat_i|| / ||x_i||`` (one minus the signal
+        recovered), by majorise-minimise row weights (see above).
+        "frobenius": the classic K-SVD update (Aharon et al., 2006; KSVD.jl),
+        the leading singular pair of each atom's restricted residual, which
+        minimises the squared error ``||X - A D||_F²``.
     init : {"data", "random"} or array-like of shape (n_components, n_features), \
             default="data"
         Initial atoms: random distinct non-zero rows of X (padded with random
@@ -187,6 +195,7 @@ class DoubleBatchKSVD(_BaseDictionary):
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "atom_batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "nested_groups": ["array-like", None],
+        "atom_update": [StrOptions({"relative", "frobenius"})],
         "init": [StrOptions({"data", "random"}), "array-like"],
         "sparse_output": ["boolean"],
         "backend": [StrOptions({"auto", "numba", "torch"})],
@@ -210,6 +219,7 @@ class DoubleBatchKSVD(_BaseDictionary):
         batch_size=None,
         atom_batch_size="auto",
         nested_groups=None,
+        atom_update="relative",
         init="data",
         sparse_output=False,
         backend="auto",
@@ -229,6 +239,7 @@ class DoubleBatchKSVD(_BaseDictionary):
         self.batch_size = batch_size
         self.atom_batch_size = atom_batch_size
         self.nested_groups = nested_groups
+        self.atom_update = atom_update
         self.init = init
         self.sparse_output = sparse_output
         self.backend = backend
@@ -390,12 +401,14 @@ class DoubleBatchKSVD(_BaseDictionary):
         usage = np.bincount(indices, minlength=D.shape[0]).astype(np.int64)
         x_norms = _row_norms(X)
         atom_batch = self._atom_batch_size()
+        weighted = self.atom_update == "relative"
         groups = [(lo, hi, lo + self._rng.permutation(hi - lo)) for lo, hi, _ in self._groups]
         if device is not None:
             from ._atom_update_torch import update_dictionary
 
             residual = update_dictionary(
-                X, D, codes, groups, atom_batch, x_norms, _WEIGHT_FLOOR, _N_POWER_ITER, device
+                X, D, codes, groups, atom_batch, x_norms, _WEIGHT_FLOOR, weighted,
+                _N_POWER_ITER, device,
             )
             return residual, usage
         atom_ptr, atom_rows, atom_pos = atom_positions(indptr, indices, D.shape[0])
@@ -404,7 +417,7 @@ class DoubleBatchKSVD(_BaseDictionary):
             subtract_codes(residual, indptr, indices, data, D, lo, hi)
             update_atoms(
                 residual, D, indptr, indices, data, atom_ptr, atom_rows, atom_pos,
-                order, atom_batch, x_norms, _WEIGHT_FLOOR, _N_POWER_ITER,
+                order, atom_batch, x_norms, _WEIGHT_FLOOR, weighted, _N_POWER_ITER,
             )
         return residual, usage
 

@@ -32,6 +32,21 @@ def test_ksvd_paper_synthetic_recovery():
     assert np.mean(rates) >= 0.90, rates
 
 
+def test_ksvd_paper_synthetic_recovery_at_10_db():
+    """The same experiment at 10 dB, with the default parameters: Aharon et al.
+    report ~90%; skdict measured 84% (mean of seeds 0-4; per seed 72-90%)."""
+    rates = []
+    for seed in range(5):
+        X, D_true, _ = make_sparse_signals(snr=10.0, random_state=seed)
+        ksvd = DoubleBatchKSVD(50, n_nonzero_coefs=3, max_iter=80, random_state=seed)
+        rates.append(atom_recovery_rate(D_true, ksvd.fit(X).components_))
+    # K-SVD trajectories depend on float rounding (BLAS, threads, CPU), so single
+    # seeds move by several atoms between machines; the 5-seed mean's spread is
+    # about 0.04, hence a margin of two spreads below the measured 0.84. A broken
+    # atom update or re-seeding falls far below (random atoms recover none).
+    assert np.mean(rates) >= 0.75, rates
+
+
 @pytest.mark.parametrize("atom_batch_size", [1, 10])
 def test_full_batch_signal_recovered_never_decreases(atom_batch_size):
     X, _, _ = make_sparse_signals(random_state=3)
@@ -289,3 +304,41 @@ def test_verbose_shows_a_progress_bar_with_signal_recovered(capsys):
     assert "DoubleBatchKSVD" in err and "signal_recovered=" in err and "3/3" in err
     DoubleBatchKSVD(20, n_nonzero_coefs=2, max_iter=3, tol=0, verbose=0).fit(X)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_atom_update_frobenius_is_the_leading_singular_vector(rng, weighted):
+    """One atom used by every row: the Frobenius update is the top singular vector of
+    the rows (K-SVD); the relative-error update weighs rows and lands elsewhere."""
+    from skdict._atom_update import atom_positions, subtract_codes, update_atoms
+
+    # a clear spectral gap, and row norms spread over two decades so that the
+    # relative-error weights differ from row to row
+    X = rng.standard_normal((60, 5)) * np.array([4.0, 1.5, 1.0, 0.5, 0.2])
+    X *= np.logspace(-1, 1, 60)[:, None]
+    D = np.eye(5)[[1]] + 0.0
+    codes = sp.csr_matrix((X @ D[0])[:, None])
+    indptr, indices, data = codes.indptr, codes.indices, codes.data
+    residual = X.copy()
+    subtract_codes(residual, indptr, indices, data, D, 0, 1)
+    update_atoms(
+        residual, D, indptr, indices, data, *atom_positions(indptr, indices, 1),
+        np.array([0]), 1, np.linalg.norm(X, axis=1), 0.05, weighted, 300,
+    )
+    top = np.linalg.svd(X)[2][0]
+    # 300 power iterations with singular value ratio 1.5/4 converge to round-off
+    alignment = abs(D[0] @ top)
+    if weighted:
+        assert alignment < 0.999
+    else:
+        assert alignment == pytest.approx(1.0, abs=1e-10)
+        np.testing.assert_allclose(residual, X - np.outer(X @ D[0], D[0]), atol=1e-10)
+
+
+@pytest.mark.parametrize("atom_update", ["relative", "frobenius"])
+def test_atom_update_options_learn_the_paper_dictionary(atom_update):
+    X, D_true, _ = make_sparse_signals(random_state=0)
+    ksvd = DoubleBatchKSVD(
+        50, n_nonzero_coefs=3, max_iter=40, atom_update=atom_update, random_state=0
+    ).fit(X)
+    assert atom_recovery_rate(D_true, ksvd.components_) >= 0.8

@@ -113,8 +113,9 @@ def test_fuzz_omp_residual_is_orthogonal_to_the_support(X, k):
     np.testing.assert_allclose(np.where(codes != 0, residual @ D.T, 0) / scale, 0, atol=1e-8)
 
 
+@pytest.mark.parametrize("weighted", [True, False])
 @pytest.mark.parametrize("atom_batch_size", [1, 7])
-def test_atom_update_matches_numba(rng, atom_batch_size):
+def test_atom_update_matches_numba(rng, atom_batch_size, weighted):
     from skdict._atom_update import atom_positions, subtract_codes, update_atoms
     from skdict._atom_update_torch import update_dictionary
 
@@ -130,12 +131,12 @@ def test_atom_update_matches_numba(rng, atom_batch_size):
     subtract_codes(residual_numba, indptr, indices, data, D_numba, 0, 50)
     update_atoms(
         residual_numba, D_numba, indptr, indices, data, *atom_positions(indptr, indices, 50),
-        order, atom_batch_size, x_norms, 0.05, 2,
+        order, atom_batch_size, x_norms, 0.05, weighted, 2,
     )
     D_torch, codes_torch = D.copy(), codes.copy()
     residual_torch = update_dictionary(
-        X, D_torch, codes_torch, [(0, 50, order)], atom_batch_size, x_norms, 0.05, 2,
-        torch.device("cpu"),
+        X, D_torch, codes_torch, [(0, 50, order)], atom_batch_size, x_norms, 0.05, weighted,
+        2, torch.device("cpu"),
     )
     assert not np.allclose(D_torch, D)
     np.testing.assert_allclose(D_torch, D_numba, atol=1e-12)
