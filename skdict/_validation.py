@@ -69,11 +69,18 @@ def check_magnitude(X, working_dtype=None, name="X", *, underflow=True):
         return
     if working_dtype is None:
         dtype = X.dtype
-        # errstate: the overflow is the finding, reported below, not a warning.
-        with np.errstate(over="ignore", under="ignore"):
-            squares = np.einsum("ij,ij->i", X, X)
-            too_large = not np.isfinite(squares.max())
-        too_small = squares.max() < np.finfo(dtype).tiny
+        info = np.finfo(dtype)
+        # peak**2 <= max squared row norm <= n_features * peak**2: only when these
+        # bounds leave the answer open is X read once more for the row norms
+        # (a memory map of millions of rows is not read twice for nothing).
+        too_large = X.shape[1] * peak * peak > float(info.max)
+        too_small = peak * peak < float(info.tiny)
+        if too_large or too_small:
+            # errstate: the overflow is the finding, reported below, not a warning.
+            with np.errstate(over="ignore", under="ignore"):
+                largest = np.einsum("ij,ij->i", X, X).max()
+            too_large = not np.isfinite(largest)
+            too_small = largest < info.tiny
         what = "its squared row norms"
     else:
         dtype = np.dtype(working_dtype)
