@@ -8,7 +8,10 @@ Here a Pipeline normalises sklearn's handwritten digits (8x8 images, 64
 features) and learns a :class:`~skdict.DoubleBatchKSVD` dictionary on them;
 ``GridSearchCV`` tries several sparsity levels and reports, for each, the
 signal recovered on held-out folds and how well a small concept bank (the ten
-mean digit images, named "0" to "9") describes the atoms.
+mean digit images, named "0" to "9") describes the atoms. Because more
+non-zeros always reconstruct better, the search refits the *sparsest* setting
+whose held-out reconstruction is within one standard deviation of the best
+(:func:`skdict.metrics.refit_sparsest`), not the plain best.
 """
 
 import matplotlib.pyplot as plt
@@ -23,6 +26,7 @@ from skdict.metrics import (
     make_faithfulness_scorer,
     make_specificity_scorer,
     reconstruction_scorer,
+    refit_sparsest,
 )
 
 X, y = load_digits(return_X_y=True)
@@ -42,8 +46,18 @@ bank = ConceptBank(
 # %%
 # The search
 # ----------
-# ``refit="rec"`` keeps the setting that reconstructs best; the other scores
-# are recorded for each setting in ``cv_results_``.
+# ``refit="rec"`` would keep the setting that reconstructs best, and that is
+# always the largest ``n_nonzero_coefs`` of the grid: a code with more non-zeros
+# can only fit a row better (on real sentence embeddings it picked 16 of
+# {4, 8, 16}). A sparser code is cheaper, and each atom carries more of the
+# rows that use it, which is what makes it nameable (here faithfulness falls
+# from 0.94 at one non-zero to 0.69 at eight). So the refit callable
+# ``refit_sparsest`` takes the smallest ``n_nonzero_coefs`` whose mean held-out
+# signal recovered is within one standard deviation over folds of the best
+# (the "one standard error" rule of Hastie, Tibshirani & Friedman): a loss the
+# search itself cannot tell from noise. A fixed ``tolerance`` states the
+# trade-off in the score's units instead. The other scores are recorded for
+# each setting in ``cv_results_``.
 pipe = Pipeline([
     ("norm", Normalizer()),
     ("ksvd", DoubleBatchKSVD(20, max_iter=5, random_state=0)),
@@ -56,10 +70,22 @@ search = GridSearchCV(
         "faith": make_faithfulness_scorer(bank),
         "spec": make_specificity_scorer(bank),
     },
-    refit="rec",
+    refit=refit_sparsest("ksvd__n_nonzero_coefs", score="rec"),
     cv=3,
 ).fit(X)
-print("best:", search.best_params_)
+best_rec = int(np.argmax(search.cv_results_["mean_test_rec"]))
+print("best reconstruction:", search.cv_results_["params"][best_rec])
+print("refit (sparsest within one std):", search.best_params_)
+
+# %%
+# On these digits each doubling of ``n_nonzero_coefs`` gains more signal than
+# the folds disagree by, so the one-standard-deviation rule keeps k = 8: it
+# gives up only losses within noise. Stating the trade-off instead, "give up
+# at most 0.1 of signal recovered for a sparser code", applies the same
+# callable with a fixed tolerance to the recorded results, with no new fit:
+chosen = refit_sparsest("ksvd__n_nonzero_coefs", score="rec", tolerance=0.1)(
+    search.cv_results_)
+print("sparsest within 0.1:", search.cv_results_["params"][chosen])
 
 # %%
 # More atoms per image always reconstruct better; the description scores tell
@@ -75,6 +101,8 @@ for key, label in [("rec", "signal recovered"), ("faith", "faithfulness"),
     std = search.cv_results_[f"std_test_{key}"]
     ax.errorbar(k, mean, yerr=std, marker="o", capsize=3, label=label)
     print(label, np.round(mean, 3))
+ax.axvline(search.best_params_["ksvd__n_nonzero_coefs"], color="gray", ls=":",
+           label="refit")
 ax.set_xscale("log", base=2)
 ax.set_xticks(k, k)
 ax.set_xlabel("n_nonzero_coefs")

@@ -2,6 +2,7 @@
 
 from .concepts import ConceptBank, describe_atoms
 from .embeddings import CLIPEmbedder, TimmEmbedder
+from ._persistence import load, save
 from .ksvd import DoubleBatchKSVD
 from .projection import ClassEmbeddingProjector
 from .pursuit import sparse_encode
@@ -18,5 +19,7 @@ __all__ = [
     "TimmEmbedder",
     "__version__",
     "describe_atoms",
+    "load",
+    "save",
     "sparse_encode",
 ]

@@ -3,15 +3,32 @@
 Every failure a user can cause by pointing the command at the wrong file (a
 missing path, an array of the wrong shape, a file that is not a fitted model)
 raises :class:`CLIError`, which the command prints as one line and turns into
-exit code 2.
+exit code 2. Models are read and written in the ``.skdict`` format of
+:func:`skdict.save`, which loads without running code; a pickle or joblib file
+is read only with ``trust_pickle=True`` (``--trust-pickle``), as unpickling
+runs whatever code the file holds.
 """
 
+import os
 import zipfile
 from pathlib import Path
 
-import joblib
 import numpy as np
 import scipy.sparse as sp
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
+
+from ._persistence import (
+    ACCEPTED,
+    ACCEPTED_TEXT,
+    ModelFileError,
+    atomic_write,
+    is_model_file,
+    load,
+    resolve_class,
+    save,
+)
+from ._saelens import is_saelens_folder
 
 
 class CLIError(Exception):
@@ -22,6 +39,8 @@ def _existing(path, what):
     path = Path(path)
     if not path.exists():
         raise CLIError(f"{what} {str(path)!r} does not exist.")
+    if path.is_file() and path.stat().st_size == 0:
+        raise CLIError(f"{what} {str(path)!r} is empty (0 bytes).")
     return path
 
 
@@ -42,7 +61,7 @@ def _load_npy(path):
     """Memory-map a .npy file, so that only the rows in use are read."""
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, EOFError) as exc:
         raise CLIError(f"cannot read {str(path)!r} as a .npy array: {exc}") from exc
 
 
@@ -56,7 +75,7 @@ def _load_npz(path):
                     return archive[key]
             if len(names) == 1:
                 return archive[names[0]]
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise CLIError(f"cannot read {str(path)!r} as an .npz archive: {exc}") from exc
     raise CLIError(
         f"{str(path)!r} holds the arrays {names}; save the embeddings as the only "
@@ -69,7 +88,8 @@ def _load_shards(path):
     shards = sorted(path.glob("*.npy"))
     if not shards:
         raise CLIError(f"directory {str(path)!r} holds no .npy shards.")
-    arrays = [_check_matrix(_load_npy(shard), repr(str(shard))) for shard in shards]
+    arrays = [_check_matrix(_load_npy(_existing(shard, "shard")), repr(str(shard)))
+              for shard in shards]
     widths = {X.shape[1] for X in arrays}
     if len(widths) > 1:
         raise CLIError(
@@ -134,6 +154,7 @@ def load_images(path, n_samples):
                 f"directory {str(path)!r} holds {len(files)} images but the embeddings "
                 f"have {n_samples} rows; give one image per row."
             )
+        _check_image_files(files)
         return [str(p) for p in files]
     images = _load_array(path, "images file")
     if images.ndim not in (3, 4) or images.shape[0] != n_samples:
@@ -144,22 +165,78 @@ def load_images(path, n_samples):
     return images
 
 
-def load_model(path):
-    """Load a fitted dictionary saved by ``skdict fit`` (joblib)."""
+def _check_image_files(files):
+    """Open every image once before the site is built, naming the first unreadable one."""
+    from ._optional import import_optional
+
+    Image = import_optional("PIL.Image", "vision", "explore --images")
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                image.load()
+        # pillow reports bad files as OSError (UnidentifiedImageError), SyntaxError
+        # or ValueError, depending on the decoder.
+        except (OSError, SyntaxError, ValueError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CLIError(f"cannot read image {str(file)!r}: {reason}") from exc
+
+
+def load_model(path, *, trust_pickle=False):
+    """Load a dictionary saved by ``skdict fit`` (or :func:`skdict.save`), or a SAELens folder.
+
+    A pickle or joblib file is read only with ``trust_pickle=True``: unpickling
+    runs any code the file holds. Whatever the format, the model must be one of
+    the dictionary learners the commands accept.
+    """
     path = _existing(path, "model file")
+    if path.is_dir() and not is_saelens_folder(path):
+        raise CLIError(
+            f"model file {str(path)!r} is a directory (and not a SAELens folder with "
+            "cfg.json and sae_weights.safetensors)."
+        )
+    # A damaged .skdict file (not a zip any more) gets load's precise message.
+    if path.is_dir() or is_model_file(path) or path.suffix == ".skdict":
+        try:
+            model = load(path)
+        except ModelFileError as exc:
+            raise CLIError(f"cannot read model: {exc}") from exc
+    elif trust_pickle:
+        model = _load_pickle(path)
+    else:
+        raise CLIError(
+            f"{str(path)!r} is not a .skdict model file. If it is a pickle or joblib "
+            "file you trust, pass --trust-pickle (loading a pickle runs any code in it); "
+            "skdict.save writes files that load safely."
+        )
+    return check_dictionary_model(model, path)
+
+
+def _load_pickle(path):
+    import joblib
+
     try:
-        model = joblib.load(path)
+        return joblib.load(path)
     # Unpickling a file that is not a model can fail in any way the bytes suggest.
     except Exception as exc:  # noqa: BLE001
         raise CLIError(
-            f"cannot read model {str(path)!r}: not a joblib file saved by "
-            f"'skdict fit' ({type(exc).__name__})."
+            f"cannot read model {str(path)!r}: not a joblib or pickle file "
+            f"({type(exc).__name__})."
         ) from exc
-    if not hasattr(model, "components_") or not hasattr(model, "transform"):
+
+
+def check_dictionary_model(model, path):
+    """`model` if it is a dictionary learner the commands accept (fitted); else CLIError."""
+    name = type(model).__name__
+    if name not in ACCEPTED or not isinstance(model, resolve_class(name)):
         raise CLIError(
-            f"{str(path)!r} holds a {type(model).__name__}, not a fitted skdict "
-            "dictionary; create one with 'skdict fit'."
+            f"{str(path)!r} holds a {type(model).__name__}, not a dictionary learner; "
+            f"skdict commands accept {ACCEPTED_TEXT} (create one with 'skdict fit')."
         )
+    if name != "SparseCoder":  # a SparseCoder needs no fit
+        try:
+            check_is_fitted(model, "components_")
+        except NotFittedError as exc:
+            raise CLIError(f"{str(path)!r} holds an unfitted {name}.") from exc
     return model
 
 
@@ -175,29 +252,138 @@ def load_bank(path):
         raise CLIError(f"cannot read concept bank {str(path)!r}: {message}") from exc
 
 
+_PICKLE_SUFFIXES = {".joblib", ".pkl", ".pickle"}
+
+
+def codes_path(path):
+    """The file ``save_codes`` writes: `path`, with ``.npz`` appended if missing."""
+    path = Path(path)
+    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+
+
+def check_output_file(path, inputs=(), option="-o"):
+    """Refuse an output file that cannot be written, before any work is done.
+
+    Catches a folder given as a file, a file given as a folder (a parent that
+    is a file), an unwritable folder, and an output that is one of the inputs
+    (which the write would destroy).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CLIError(f"{option} {str(path)!r} is a directory; give a file name.")
+    _check_writable_parent(path.parent, option, path)
+    for source in inputs:
+        if source is not None and _same_file(path, source):
+            raise CLIError(
+                f"{option} {str(path)!r} is also an input; writing it would destroy "
+                "the input. Choose another output path."
+            )
+    return path
+
+
+def check_output_dir(path, inputs=(), option="--out"):
+    """Refuse an output folder that cannot be written or that holds an input."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CLIError(f"{option} {str(path)!r} is a file; give a folder.")
+    _check_writable_parent(path.parent, option, path)
+    if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        raise CLIError(f"{option} {str(path)!r} is not writable.")
+    for source in inputs:
+        if source is not None and _same_file(path, source):
+            raise CLIError(f"{option} {str(path)!r} is also an input; choose another folder.")
+    return path
+
+
+def _check_writable_parent(parent, option, path):
+    """The nearest existing ancestor must be a writable folder (the rest is created)."""
+    existing = parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CLIError(
+            f"{option} {str(path)!r}: {str(existing)!r} is a file, not a folder."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CLIError(f"{option} {str(path)!r}: cannot write in {str(existing)!r}.")
+
+
+def _same_file(a, b):
+    a, b = Path(a), Path(b)
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def check_model_output(path, inputs=()):
+    """As :func:`check_output_file`, refusing pickle suffixes: models are .skdict files."""
+    path = check_output_file(path, inputs)
+    if path.suffix.lower() in _PICKLE_SUFFIXES:
+        raise CLIError(
+            f"-o {str(path)!r}: skdict writes models in the .skdict format, which loads "
+            "without running code; name the file e.g. model.skdict."
+        )
+    return path
+
+
 def save_model(model, path):
-    """Write a fitted model with joblib, creating the parent directory."""
+    """Write a fitted model with :func:`skdict.save` (atomically), creating the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    joblib.dump(model, path)
+    return save(model, path)
 
 
 def save_codes(codes, path):
-    """Write codes as a compressed CSR ``.npz`` (``scipy.sparse.load_npz`` reads it)."""
-    path = Path(path)
+    """Write codes as a compressed CSR ``.npz`` (``scipy.sparse.load_npz`` reads it).
+
+    Returns the path written (``.npz`` is appended when missing); the file is
+    replaced atomically, so an interrupted run leaves any previous file intact.
+    """
+    path = codes_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sp.save_npz(path, sp.csr_matrix(codes), compressed=True)
+    with atomic_write(path) as tmp, open(tmp, "wb") as file:
+        sp.save_npz(file, sp.csr_matrix(codes), compressed=True)
+    return path
 
 
-def read_lines(path, what):
-    """The non-empty, stripped lines of a text file."""
+def read_lines(path, what, *, allow_blank):
+    """The lines of a UTF-8 text file, split on ``\n`` only.
+
+    A trailing ``\r`` (Windows line ends) and surrounding spaces are removed;
+    other characters (U+2028, form feeds...) stay inside their line, so line
+    ``i`` is always entry ``i``. A final newline does not add an entry. Blank
+    lines are entries when `allow_blank` (an empty label keeps the rows
+    aligned), otherwise an error naming the line.
+    """
     path = _existing(path, what)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CLIError(f"cannot read {what} {str(path)!r}: {exc}") from exc
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    lines = [line.removesuffix("\r").strip(" \t") for line in lines]
     if not lines:
         raise CLIError(f"{what} {str(path)!r} is empty.")
+    if not allow_blank:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                raise CLIError(
+                    f"{what} {str(path)!r}: line {number} is blank; give every line a name "
+                    "or remove it."
+                )
     return lines
 
+
+def check_line_count(lines, n_rows, path, what):
+    """One line per row, or a message saying where the file and the rows part ways."""
+    if len(lines) == n_rows:
+        return
+    where = (f"line {n_rows + 1} is the first without an embedding row"
+             if len(lines) > n_rows else f"rows {len(lines) + 1} to {n_rows} have no line")
+    raise CLIError(
+        f"{what} {str(path)!r} has {len(lines)} lines but the embeddings have {n_rows} "
+        f"rows: {where}; give one line per row."
+    )

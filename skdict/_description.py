@@ -1,5 +1,5 @@
 """Machinery of the description scores: code the data once, name the atoms,
-score each alive atom, and average over random banks for the chance level."""
+score each alive atom, and average over draws of a null for the chance level."""
 
 import numpy as np
 import scipy.sparse as sp
@@ -17,8 +17,11 @@ from .concepts import (
     top_concepts,
 )
 
-# Random banks averaged for the chance level (``baseline=True``).
+# Draws of the null averaged for the chance level (``baseline``).
 _N_BASELINE_DRAWS = 5
+# The null of ``baseline=True``: see check_baseline.
+_DEFAULT_NULL = "gaussian"
+_NULLS = ("gaussian", "shuffled", "sphere")
 # Atoms scored per block: bounds the (atoms x n_samples) score matrix.
 _ATOM_CHUNK = 256
 
@@ -81,21 +84,62 @@ def specificity_per_atom(coded, T, concepts):
     return out
 
 
+def check_baseline(baseline):
+    """The null a `baseline` value asks for: None (the score itself) or a name in ``_NULLS``.
+
+    True means the Gaussian null: random banks with the bank's own mean and
+    covariance keep the geometry of the concepts (the anisotropy of real
+    embeddings) and go through the same naming, so they measure what geometry
+    alone scores; see the "Metrics" page of the documentation.
+    """
+    if baseline is False or baseline is None:
+        return None
+    if baseline is True:
+        return _DEFAULT_NULL
+    if isinstance(baseline, str) and baseline in _NULLS:
+        return baseline
+    raise ValueError(
+        f"baseline must be False, True or one of {list(_NULLS)}, got {baseline!r}."
+    )
+
+
+def _null_assignments(coded, bank, center, names, null, rng):
+    """Yield ``(T, concepts)`` for each draw of `null` (or once for the real bank)."""
+    if null in (None, "shuffled"):
+        T = concept_vectors(bank, center)
+        concepts = assign(coded, T, names)
+        if null is None:
+            yield T, concepts
+            return
+        alive = np.flatnonzero(coded.alive)
+        for _ in range(_N_BASELINE_DRAWS):
+            shuffled = concepts.copy()
+            shuffled[alive] = concepts[alive][rng.permutation(alive.size)]
+            yield T, shuffled
+        return
+    for _ in range(_N_BASELINE_DRAWS):
+        T = concept_vectors(random_bank(bank, rng, null), center)
+        yield T, assign(coded, T, names)
+
+
 def description_score(
-    per_atom_score, estimator, X, bank, *, names, center, baseline, per_atom, random_state
+    per_atom_score, estimator, X, bank, *, names, center, baseline, per_atom, random_state,
+    count_dead=False,
 ):
-    """Score a description with `per_atom_score`, or its chance level over random banks."""
+    """Score a description with `per_atom_score`, or its chance level under a null.
+
+    `count_dead` scores dead atoms 0 instead of skipping them.
+    """
+    null = check_baseline(baseline)
     coded = code(estimator, X, bank, center)
-    if baseline:
-        rng = check_random_state(random_state)
-        banks = [random_bank(bank, rng) for _ in range(_N_BASELINE_DRAWS)]
-    else:
-        banks = [bank]
-    scores = []
-    for b in banks:
-        T = concept_vectors(b, center)
-        scores.append(per_atom_score(coded, T, assign(coded, T, names)))
-    scores = np.mean(scores, axis=0)
+    rng = check_random_state(random_state)
+    scores = np.mean(
+        [per_atom_score(coded, T, concepts)
+         for T, concepts in _null_assignments(coded, bank, center, names, null, rng)],
+        axis=0,
+    )
+    if count_dead:
+        scores[~coded.alive] = 0.0
     if per_atom:
         return scores
     finite = scores[np.isfinite(scores)]

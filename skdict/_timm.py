@@ -3,6 +3,7 @@
 import os
 from pathlib import Path
 
+from ._checkpoint import check_weights_file
 from ._hub import hub_download
 from ._optional import import_optional
 
@@ -18,21 +19,21 @@ def _check_file(path, name):
     if not path.is_file():
         raise FileNotFoundError(
             f"{name}={str(path)!r} is not an existing file; pass the path of a saved "
-            "checkpoint (state dict) or of a model saved with torch.save(model)."
+            "checkpoint (state dict or .safetensors) as pretrained, with the timm model "
+            "name as model."
         )
     return path
 
 
-def _load_saved_model(path, torch, nn):
-    """A model pickled whole with ``torch.save(model)``."""
-    model = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(model, nn.Module):
-        raise ValueError(
-            f"model={str(path)!r} holds a {type(model).__name__}, not a torch module; "
-            "to load a state dict, pass the timm model name as model and the file as "
-            "pretrained."
-        )
-    return model
+def _refuse_saved_model(path):
+    """A file as `model` would be a whole pickled module: loading it runs its code."""
+    raise ValueError(
+        f"model={str(path)!r} is a file, and a model saved whole with torch.save(model) "
+        "can only be loaded by unpickling it, which runs code from the file. Pass the timm "
+        "model name as model and the weights (torch.save(model.state_dict(), path) or a "
+        ".safetensors file) as pretrained; or, for a file you trust, load the module "
+        "yourself with torch.load(path, weights_only=False) and pass it."
+    )
 
 
 def create_timm_model(model, pretrained, feature, **kwargs):
@@ -41,12 +42,13 @@ def create_timm_model(model, pretrained, feature, **kwargs):
     Parameters
     ----------
     model : str, os.PathLike or torch.nn.Module
-        A timm model name, the path of a model saved with ``torch.save(model)``,
-        or a model instance (used as is).
+        A timm model name or a model instance (used as is). A file path is
+        refused: a module saved whole is a pickle, and loading it runs code.
     pretrained : bool, str or os.PathLike
         False for random weights, True for the hub weights of the name, or the
-        path of a local checkpoint loaded through timm's
-        ``pretrained_cfg_overlay=dict(file=...)``.
+        path of a local checkpoint (a state dict or ``.safetensors``) loaded
+        through timm's ``pretrained_cfg_overlay=dict(file=...)`` after checking
+        that it opens with ``torch.load(weights_only=True)``.
     feature : str
         The skdict class asking, for error messages.
     **kwargs
@@ -57,10 +59,10 @@ def create_timm_model(model, pretrained, feature, **kwargs):
     if isinstance(model, torch.nn.Module):
         return model.eval()
     if _is_path(model):
-        return _load_saved_model(_check_file(model, "model"), torch, torch.nn).eval()
+        _refuse_saved_model(_check_file(model, "model"))
     if not isinstance(model, str):
         raise TypeError(
-            f"model must be a timm model name, a file path or a torch module, got "
+            f"model must be a timm model name or a torch module, got "
             f"{type(model).__name__}."
         )
     if not timm.is_model(model):
@@ -76,6 +78,7 @@ def create_timm_model(model, pretrained, feature, **kwargs):
         with hub_download(f"timm model {model!r}", "pretrained='/path/to/checkpoint'"):
             return timm.create_model(model, pretrained=True, **kwargs).eval()
     path = _check_file(pretrained, "pretrained")
+    check_weights_file(path, "pretrained", torch)
     overlay = {"file": str(path)}
     if path.suffix == ".safetensors":
         overlay["custom_load"] = False

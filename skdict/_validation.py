@@ -4,6 +4,7 @@ Error messages name the offending parameter and say how to fix it, so that users
 never meet a numba or torch traceback for a mistake in their input.
 """
 
+import os
 from numbers import Integral
 
 import numpy as np
@@ -24,14 +25,16 @@ def _reraise_non_numeric(exc, name):
 
 
 def validate_samples(estimator, X, *, reset, min_samples=1):
-    """Validate X for `estimator` (2-D, finite, float32 or float64).
+    """Validate X for `estimator` (2-D, finite, float32 or float64, usable magnitudes).
 
     Wraps :func:`sklearn.utils.validation.validate_data` so that feature counts and
     names are recorded (``reset=True``) or checked (``reset=False``), and adds a
-    message naming X for object arrays holding non-numbers.
+    message naming X for object arrays holding non-numbers. The estimator's
+    ``_working_dtype`` (None: X's dtype) selects the magnitude check, see
+    :func:`check_magnitude`.
     """
     try:
-        return validate_data(
+        X = validate_data(
             estimator,
             X,
             dtype=FLOAT_DTYPES,
@@ -41,6 +44,53 @@ def validate_samples(estimator, X, *, reset, min_samples=1):
         )
     except ValueError as exc:
         _reraise_non_numeric(exc, "X")
+    # Rows too small to register code as zero rows, which is right for transform;
+    # data that is too small throughout is refused only where it would be learned from.
+    check_magnitude(X, getattr(estimator, "_working_dtype", None), underflow=reset)
+    return X
+
+
+def check_magnitude(X, working_dtype=None, name="X", *, underflow=True):
+    """Refuse finite X whose magnitudes overflow or vanish in the working arithmetic.
+
+    With `working_dtype` None, X is used as it is, in its own dtype, and the
+    pursuits and error measures square it: every row's squared norm must be
+    finite, and the largest must be a normal number (below
+    ``finfo.tiny`` squares lose their precision or flush to zero). Otherwise
+    (an estimator that divides X by its scale and then computes in
+    `working_dtype`) the values themselves must be finite and normal in
+    `working_dtype`. Either way the fix is to rescale X by a constant.
+    ``underflow=False`` checks only for overflow.
+    """
+    if X.size == 0:
+        return
+    peak = float(max(X.max(), -X.min()))
+    if peak == 0.0:
+        return
+    if working_dtype is None:
+        dtype = X.dtype
+        # errstate: the overflow is the finding, reported below, not a warning.
+        with np.errstate(over="ignore", under="ignore"):
+            squares = np.einsum("ij,ij->i", X, X)
+            too_large = not np.isfinite(squares.max())
+        too_small = squares.max() < np.finfo(dtype).tiny
+        what = "its squared row norms"
+    else:
+        dtype = np.dtype(working_dtype)
+        too_large = peak > float(np.finfo(dtype).max)
+        too_small = peak < float(np.finfo(dtype).tiny)
+        what = "its values"
+    too_small = too_small and underflow
+    if not (too_large or too_small):
+        return
+    direction = "overflow" if too_large else "underflow"
+    widen = too_large and working_dtype is None and dtype == np.float32
+    wider = " or pass float64" if widen else ""
+    raise ValueError(
+        f"{name} is too {'large' if too_large else 'small'} for {np.dtype(dtype).name} "
+        f"arithmetic: {what} {direction} (largest |{name}| = {peak:.3g}). Rescale "
+        f"{name} by a constant first, e.g. {name} / np.abs({name}).max(){wider}."
+    )
 
 
 def check_samples(X, name="X", *, min_samples=1, dtype=FLOAT_DTYPES, order="C"):
@@ -91,3 +141,22 @@ def check_codes(codes, n_components, *, name="codes"):
             "atoms; pass the output of transform."
         )
     return A
+
+
+def available_memory():
+    """Bytes that a new allocation can get without swapping, or None when unknown.
+
+    Linux's ``MemAvailable`` (free memory plus caches the kernel can drop);
+    elsewhere the free physical pages that ``os.sysconf`` reports.
+    """
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

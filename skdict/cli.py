@@ -3,7 +3,10 @@
 Subcommands: ``demo`` (the built-in end-to-end run and its HTML report),
 ``fit`` / ``encode`` / ``describe`` / ``score`` / ``explore`` on the user's own
 embeddings. A mistake in the input (missing file, wrong array shape, unreadable
-model, bad parameter) prints one line and exits with code 2.
+model, bad parameter, unwritable output) prints one line and exits with code 2;
+output paths are checked before any fitting or encoding starts. Models are
+written and read as .skdict files (skdict.save), which load without running
+code; a pickle or joblib model is read only with --trust-pickle.
 """
 
 import argparse
@@ -16,6 +19,11 @@ from tqdm.auto import tqdm
 from . import __version__
 from ._cli_io import (
     CLIError,
+    check_line_count,
+    check_model_output,
+    check_output_dir,
+    check_output_file,
+    codes_path,
     load_bank,
     load_embeddings,
     load_images,
@@ -24,6 +32,7 @@ from ._cli_io import (
     save_codes,
     save_model,
 )
+from ._dictionary import components_of
 from ._report import format_table
 
 # Rows encoded per step of `skdict encode`: bounds memory and paces the progress bar.
@@ -45,12 +54,22 @@ def _make_estimator(args):
 
 
 def _fit(args):
+    output = check_model_output(args.output, inputs=[args.embeddings])
+    estimator = _make_estimator(args)
     X = load_embeddings(args.embeddings)
-    model = _make_estimator(args).fit(X)
-    save_model(model, args.output)
+    model = estimator.fit(X)
+    path = save_model(model, output)
     _say(args, f"fitted {type(model).__name__} with {model.components_.shape[0]} atoms "
-         f"on {X.shape[0]} x {X.shape[1]} embeddings; saved to {args.output}")
+         f"on {X.shape[0]} x {X.shape[1]} embeddings; saved to {path}")
     return 0
+
+
+def _model(args, path):
+    return load_model(path, trust_pickle=args.trust_pickle)
+
+
+def _n_features(model):
+    return components_of(model).shape[1]
 
 
 def encode_in_chunks(model, X, *, quiet=True, chunk=_ENCODE_CHUNK):
@@ -63,17 +82,18 @@ def encode_in_chunks(model, X, *, quiet=True, chunk=_ENCODE_CHUNK):
 
 
 def _encode(args):
-    model = load_model(args.model)
-    X = load_embeddings(args.embeddings, model.components_.shape[1])
+    output = check_output_file(codes_path(args.output), inputs=[args.model, args.embeddings])
+    model = _model(args, args.model)
+    X = load_embeddings(args.embeddings, _n_features(model))
     codes = encode_in_chunks(model, X, quiet=args.quiet)
-    save_codes(codes, args.output)
+    path = save_codes(codes, output)
     _say(args, f"encoded {codes.shape[0]} rows over {codes.shape[1]} atoms "
-         f"({codes.nnz / max(codes.shape[0], 1):.1f} non-zeros per row); saved to {args.output}")
+         f"({codes.nnz / max(codes.shape[0], 1):.1f} non-zeros per row); saved to {path}")
     return 0
 
 
 def _parse_embedder(spec):
-    """``clip:MODEL[:PRETRAINED]`` -> a CLIPEmbedder."""
+    """``clip:MODEL[:PRETRAINED]`` -> an unfitted CLIPEmbedder."""
     kind, _, rest = spec.partition(":")
     if kind != "clip" or not rest:
         raise CLIError(
@@ -86,6 +106,24 @@ def _parse_embedder(spec):
     return CLIPEmbedder(model=model, pretrained=pretrained or None)
 
 
+def _fitted_embedder(spec):
+    """The embedder of --embedder, loaded: weights that cannot be read give one line."""
+    embedder = _parse_embedder(spec)
+    try:
+        return embedder.fit()
+    # A missing file, an offline hub, or a checkpoint of another architecture
+    # (torch's "Error(s) in loading state_dict").
+    except (OSError, RuntimeError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CLIError(f"--embedder {spec!r}: {message}") from exc
+
+
+_BANK_RECIPE = (
+    "build a bank from names and vectors in Python: ConceptBank(names, vectors)"
+    ".save('bank.npz'), then pass --concepts bank.npz"
+)
+
+
 def _load_bank(args, n_features):
     """The concept bank of --concepts (a saved bank, or a text file and --embedder)."""
     from .concepts import ConceptBank
@@ -94,14 +132,18 @@ def _load_bank(args, n_features):
         return None
     if args.concepts.endswith(".npz"):
         bank = load_bank(args.concepts)
+    elif args.concepts.endswith(".npy"):
+        raise CLIError(
+            f"--concepts {args.concepts!r} holds vectors without names; {_BANK_RECIPE}."
+        )
     elif not args.embedder:
         raise CLIError(
-            "--concepts with a text file needs --embedder clip:MODEL[:PRETRAINED]; "
-            "or pass a bank saved with ConceptBank.save (.npz)."
+            "--concepts with a text file needs --embedder clip:MODEL[:PRETRAINED] to embed "
+            f"the names; with vectors of your own, {_BANK_RECIPE}."
         )
     else:
-        texts = read_lines(args.concepts, "concepts file")
-        bank = ConceptBank.from_texts(texts, _parse_embedder(args.embedder))
+        texts = read_lines(args.concepts, "concepts file", allow_blank=False)
+        bank = ConceptBank.from_texts(texts, _fitted_embedder(args.embedder))
     if bank.embeddings.shape[1] != n_features:
         raise CLIError(
             f"the concept bank has {bank.embeddings.shape[1]}-dimensional embeddings but "
@@ -113,8 +155,8 @@ def _load_bank(args, n_features):
 def _describe(args):
     from .concepts import describe_atoms
 
-    model = load_model(args.model)
-    n_features = model.components_.shape[1]
+    model = _model(args, args.model)
+    n_features = _n_features(model)
     bank = _load_bank(args, n_features)
     if bank is None:
         raise CLIError("describe needs --concepts (BANK.npz, or a text file with --embedder).")
@@ -133,40 +175,57 @@ def _describe(args):
 def _score(args):
     from . import metrics
 
-    model = load_model(args.model)
-    n_features = model.components_.shape[1]
+    model = _model(args, args.model)
+    n_features = _n_features(model)
     X = load_embeddings(args.embeddings, n_features)
     bank = _load_bank(args, n_features)
     X = np.asarray(X)
     codes = encode_in_chunks(model, X, quiet=args.quiet)
-    rows = [["signal recovered", metrics.signal_recovered(X, model.inverse_transform(codes))]]
-    if bank is None:
-        rows += [["faithfulness", None], ["specificity", None]]
-    else:
-        rows += [
-            ["faithfulness", metrics.faithfulness(model, X, bank)],
-            ["specificity", metrics.specificity(model, X, bank)],
-        ]
-    print(format_table(["score", "value"], rows))
+    X_hat = _reconstruct(model, codes)
+    n_alive = int(np.count_nonzero(codes.getnnz(axis=0)))
+    rows = [
+        ["signal recovered", metrics.signal_recovered(X, X_hat), None],
+        ["explained variance", metrics.explained_variance(X, X_hat), None],
+        ["alive atoms", f"{n_alive} / {codes.shape[1]}", None],
+    ]
+    for name in ("faithfulness", "specificity"):
+        score = getattr(metrics, name)
+        rows.append([name, None, None] if bank is None else [
+            name, score(model, X, bank), score(model, X, bank, baseline=True)])
+    print(format_table(["score", "value", "null level"], rows))
     if bank is None:
         _say(args, "faithfulness and specificity need a concept bank: pass --concepts.")
+    else:
+        _say(args, "null level: the score with random concept banks of the same size "
+             "(chance); a description is informative only well above it.")
     return 0
+
+
+def _reconstruct(model, codes):
+    if hasattr(model, "inverse_transform"):
+        return model.inverse_transform(codes)
+    return np.asarray(codes @ components_of(model))  # SparseCoder
 
 
 def _explore(args):
     from .explore import build_site
 
-    model = load_model(args.model)
-    X = load_embeddings(args.embeddings, model.components_.shape[1])
-    bank = _load_bank(args, model.components_.shape[1])
+    inputs = [args.model, args.embeddings, args.images, args.labels, args.compare,
+              args.concepts]
+    check_output_dir(args.out, inputs=inputs)
+    model = _model(args, args.model)
+    if type(model).__name__ == "SparseCoder":
+        raise CLIError("explore needs a learned dictionary (components_); a SparseCoder "
+                       "has none: fit one with 'skdict fit'.")
+    n_features = _n_features(model)
+    X = load_embeddings(args.embeddings, n_features)
+    bank = _load_bank(args, n_features)
     images = load_images(args.images, X.shape[0]) if args.images else None
-    labels = read_lines(args.labels, "labels file") if args.labels else None
-    if labels is not None and len(labels) != X.shape[0]:
-        raise CLIError(
-            f"{args.labels!r} has {len(labels)} labels but the embeddings have "
-            f"{X.shape[0]} rows; give one label per row."
-        )
-    compare = load_model(args.compare) if args.compare else None
+    labels = None
+    if args.labels:
+        labels = read_lines(args.labels, "labels file", allow_blank=True)
+        check_line_count(labels, X.shape[0], args.labels, "labels file")
+    compare = _model(args, args.compare) if args.compare else None
     index = build_site(model, np.asarray(X), args.out, bank=bank, images=images, labels=labels,
                        compare=compare)
     _say(args, f"wrote the atom explorer to {index}")
@@ -200,6 +259,11 @@ def _build_parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true",
                         help="no progress bars or status messages")
+    reads_models = argparse.ArgumentParser(add_help=False)
+    reads_models.add_argument(
+        "--trust-pickle", action="store_true",
+        help="also read models saved as pickle/joblib files; loading a pickle runs any "
+        "code it contains, so use this only for files you made or trust")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser(
@@ -225,28 +289,34 @@ def _build_parser():
     fit.add_argument("--n-nonzero", type=int, default=10, metavar="k",
                      help="atoms per sample: n_nonzero_coefs or the SAE's k (default: %(default)s)")
     fit.add_argument("--max-iter", type=int, default=None,
-                     help="iterations (dbksvd, default 50) or epochs (sae, default 20)")
+                     help="iterations (dbksvd, default 50) or epochs (sae, default: enough "
+                     "for about 2,000 steps)")
     fit.add_argument("--batch-size", type=int, default=None,
                      help="rows per iteration (dbksvd: all by default; set it for "
-                     "out-of-core fits of large files) or per step (sae, default 4096)")
+                     "out-of-core fits of large files) or per step (sae, default: about "
+                     "n_rows / 256)")
     fit.add_argument("--device", default="auto", help="torch device for sae (default: auto)")
     fit.add_argument("--random-state", type=int, default=0)
-    fit.add_argument("-o", "--output", required=True, metavar="MODEL.joblib")
+    fit.add_argument("-o", "--output", required=True, metavar="MODEL.skdict",
+                     help="the model file (.skdict format: loads without running code)")
     fit.set_defaults(run=_fit)
 
-    encode = commands.add_parser("encode", parents=[common], help="sparse codes of embeddings",
+    encode = commands.add_parser("encode", parents=[common, reads_models],
+                                 help="sparse codes of embeddings",
                                  description="Encode embeddings with a fitted model and save "
                                  "the codes as a CSR matrix (scipy.sparse.load_npz reads it).")
-    encode.add_argument("model", metavar="MODEL.joblib")
+    encode.add_argument("model", metavar="MODEL.skdict")
     encode.add_argument("embeddings", metavar="EMBEDDINGS")
-    encode.add_argument("-o", "--output", required=True, metavar="CODES.npz")
+    encode.add_argument("-o", "--output", required=True, metavar="CODES.npz",
+                        help="the codes file (.npz is appended when missing)")
     encode.set_defaults(run=_encode)
 
     describe = commands.add_parser(
-        "describe", parents=[common], help="name each atom with a concept bank",
+        "describe", parents=[common, reads_models],
+        help="name each atom with a concept bank",
         description="Print one line per alive atom: index, sign and its best concept names "
         "with their cosines.")
-    describe.add_argument("model", metavar="MODEL.joblib")
+    describe.add_argument("model", metavar="MODEL.skdict")
     describe.add_argument("--embeddings", metavar="EMBEDDINGS",
                           help="data deciding which atoms are alive (default: all atoms)")
     describe.add_argument("--top-k", type=int, default=1, help="names per atom")
@@ -254,24 +324,27 @@ def _build_parser():
     describe.set_defaults(run=_describe)
 
     score = commands.add_parser(
-        "score", parents=[common], help="signal recovered, faithfulness and specificity",
-        description="Print the signal recovered on EMBEDDINGS and, with a concept bank, "
-        "the faithfulness and specificity of the atoms' names.")
-    score.add_argument("model", metavar="MODEL.joblib")
+        "score", parents=[common, reads_models],
+        help="signal recovered, explained variance, alive atoms, faithfulness, specificity",
+        description="Print the signal recovered, explained variance and alive atoms on "
+        "EMBEDDINGS and, with a concept bank, the faithfulness and specificity of the "
+        "atoms' names next to their null levels (random banks of the same size).")
+    score.add_argument("model", metavar="MODEL.skdict")
     score.add_argument("embeddings", metavar="EMBEDDINGS")
     _add_bank_options(score)
     score.set_defaults(run=_score)
 
     explore = commands.add_parser(
-        "explore", parents=[common], help="build the offline atom explorer site",
+        "explore", parents=[common, reads_models],
+        help="build the offline atom explorer site",
         description="Write a static site (DIR/index.html) to browse every atom.")
-    explore.add_argument("model", metavar="MODEL.joblib")
+    explore.add_argument("model", metavar="MODEL.skdict")
     explore.add_argument("embeddings", metavar="EMBEDDINGS")
     explore.add_argument("--out", required=True, metavar="DIR")
     explore.add_argument("--images", metavar="DIR|IMAGES.npy",
                          help="one image per embedding row: a directory of image files "
                          "(name order) or an array (n, H, W[, C])")
-    explore.add_argument("--compare", metavar="MODEL2.joblib",
+    explore.add_argument("--compare", metavar="MODEL2.skdict",
                          help="a second model fitted on the same embeddings, matched atom "
                          "to atom on a comparison page")
     explore.add_argument("--labels", metavar="LABELS.txt", help="one label per embedding row")
@@ -285,7 +358,8 @@ def main(argv=None):
     args = _build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (CLIError, ValueError, ImportError) as exc:
+    # OSError: a full disk or a permission refused while writing.
+    except (CLIError, ValueError, ImportError, OSError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"skdict {args.command}: error: {message}", file=sys.stderr)
         return 2

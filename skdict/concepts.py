@@ -334,12 +334,24 @@ def concept_vectors(bank, center=True):
     return _centred_unit_rows(bank.embeddings, bank.center and center)
 
 
-def random_bank(bank, random_state):
-    """A bank like `bank` (size, dimension, names, centring) of uniform random directions."""
+def random_bank(bank, random_state, distribution="gaussian"):
+    """A bank like `bank` (size, dimension, names, centring) of random directions.
+
+    ``"gaussian"`` draws from the normal distribution with the bank's own mean
+    and covariance (of its unit embeddings), so the random concepts share the
+    bank's anisotropy; ``"sphere"`` draws uniformly on the unit sphere.
+    """
     rng = check_random_state(random_state)
-    return ConceptBank(
-        bank.names, rng.standard_normal(bank.embeddings.shape), center=bank.center
-    )
+    E = bank.embeddings.astype(np.float64)
+    if distribution == "sphere":
+        return ConceptBank(bank.names, rng.standard_normal(E.shape), center=bank.center)
+    mean = E.mean(axis=0)
+    # N(mean, C) with C = Ec.T Ec / (n - 1), sampled through the thin SVD of the
+    # centred bank: cheap for any number of concepts, exact when C is singular.
+    _, s, Vt = np.linalg.svd(E - mean, full_matrices=False)
+    z = rng.standard_normal((E.shape[0], s.size))
+    sample = mean + (z * (s / np.sqrt(max(E.shape[0] - 1, 1)))) @ Vt
+    return ConceptBank(bank.names, sample, center=bank.center)
 
 
 def atom_usage(codes):

@@ -16,6 +16,7 @@ from sklearn.base import _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ._checkpoint import check_weights_file
 from ._hooks import capture
 from ._hub import hub_download
 from ._images import images_to_tensor, timm_preprocess
@@ -52,9 +53,10 @@ class TimmEmbedder(_BaseEmbedder):
 
     Parameters
     ----------
-    model : str, os.PathLike or torch.nn.Module, default="vit_base_patch16_224"
-        A timm model name, the path of a model saved with ``torch.save(model)``,
-        or a timm ViT instance.
+    model : str or torch.nn.Module, default="vit_base_patch16_224"
+        A timm model name or a timm ViT instance. (A file holding a whole
+        pickled model is refused, as loading it would run code from the file;
+        pass its weights as `pretrained`.)
     layer : int, default=-1
         Block whose output is read (negative counts from the end).
     token : {"cls", "mean", "all"}, default="cls"
@@ -63,7 +65,8 @@ class TimmEmbedder(_BaseEmbedder):
         first).
     pretrained : bool, str or os.PathLike, default=False
         For a model name: False for random weights, True for the hub weights,
-        or the path of a local checkpoint file.
+        or the path of a local checkpoint file (a state dict or
+        ``.safetensors``; checked to load with ``torch.load(weights_only=True)``).
     batch_size : int, default=32
         Images per forward pass.
     device : str, default="auto"
@@ -221,9 +224,11 @@ class CLIPEmbedder(_BaseEmbedder):
     pretrained : str, os.PathLike or None, default=None
         None for random weights; an open_clip tag such as ``"laion2b_s34b_b79k"``
         (downloaded from the hub; fails at once with advice when it is
-        unreachable); or the path of a local checkpoint (a state dict), loaded
-        strictly. With a file, the tag's preprocessing and QuickGELU settings
-        are not applied: use the ``-quickgelu`` model names for OpenAI weights.
+        unreachable); or the path of a local checkpoint (a state dict or
+        ``.safetensors``), loaded strictly; a pickle that needs more than
+        ``torch.load(weights_only=True)`` is refused, as it could run code.
+        With a file, the tag's preprocessing and QuickGELU settings are not
+        applied: use the ``-quickgelu`` model names for OpenAI weights.
     normalize : bool, default=True
         Return unit-norm embeddings, as CLIP compares them by cosine.
     batch_size : int, default=32
@@ -289,9 +294,24 @@ class CLIPEmbedder(_BaseEmbedder):
                 model, _, preprocess = open_clip.create_model_and_transforms(
                     self.model, pretrained=self.pretrained
                 )
+        elif source == "file":
+            check_weights_file(self.pretrained, "pretrained", torch)
+            try:
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    self.model, pretrained=str(self.pretrained)
+                )
+            # open_clip reports a checkpoint of another architecture with an assert
+            # (positional embedding widths) or torch's load_state_dict RuntimeError.
+            except (AssertionError, RuntimeError) as exc:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "mismatch"
+                raise ValueError(
+                    f"pretrained={str(self.pretrained)!r} does not hold weights of "
+                    f"model={self.model!r} ({reason}); pass the architecture the "
+                    "checkpoint was saved from."
+                ) from exc
         else:
             model, _, preprocess = open_clip.create_model_and_transforms(
-                self.model, pretrained=None if source == "random" else str(self.pretrained)
+                self.model, pretrained=None
             )
         self.model_ = model.eval().to(self.device_)
         self.preprocess_ = preprocess

@@ -11,9 +11,11 @@ on an atom's own page lives in pages of :data:`PAGE_SIZE` atoms loaded on
 demand, so that a dictionary of 16,384 atoms opens at once.
 """
 
+import contextlib
 import json
 import math
 import shutil
+import tempfile
 from importlib import resources
 from numbers import Integral
 from pathlib import Path
@@ -67,8 +69,10 @@ def build_site(
     X : array-like of shape (n_samples, n_features)
         Embeddings to encode; the statistics and top samples come from them.
     out_dir : str or path-like
-        Folder to write to; created if needed. Files of an earlier build are
-        overwritten.
+        Folder to write to; created if needed. The site is built in a
+        temporary folder next to it and moved into place only when complete,
+        replacing the files and folders of an earlier build (other files in
+        `out_dir` are left alone); a failed build leaves `out_dir` unchanged.
     bank : ConceptBank, default=None
         Concepts that name the atoms (:func:`~skdict.describe_atoms`) and give
         the faithfulness and specificity scores. Without it atoms are unnamed.
@@ -122,38 +126,62 @@ def build_site(
     if compare is not None:
         compare_components, _ = _check_estimator_and_data(compare, X, name="compare")
 
-    out = Path(out_dir)
-    thumbs = _Thumbnails(out, images)
-    codes = data.sparse_codes(estimator, X)
-    atoms = _AtomSummary(estimator, components, X, codes, bank)
+    final = Path(out_dir)
+    if final.exists() and not final.is_dir():
+        raise ValueError(f"out_dir={str(final)!r} is a file; pass a folder for the site.")
+    with _staging(final) as out:
+        thumbs = _Thumbnails(out, images)
+        codes = data.sparse_codes(estimator, X)
+        atoms = _AtomSummary(estimator, components, X, codes, bank)
 
-    overview = _overview(estimator, X, codes, atoms, bank, images, labels, projector)
-    pushes = _class_scores(projector, components * atoms.signs[:, None])
-    top = [data.top_samples(codes, k, top_k) for k in range(len(components))]
-    neighbors = data.nearest_atoms(components, _N_NEIGHBORS)
-    pages = []
-    for k in range(len(components)):
-        rows, values = top[k]
-        thumbs.add(rows)
-        pages.append(_atom_page(k, atoms, codes, rows, values, labels, neighbors, pushes))
+        overview = _overview(estimator, X, codes, atoms, bank, images, labels, projector)
+        pushes = _class_scores(projector, components * atoms.signs[:, None])
+        top = [data.top_samples(codes, k, top_k) for k in range(len(components))]
+        neighbors = data.nearest_atoms(components, _N_NEIGHBORS)
+        pages = []
+        for k in range(len(components)):
+            rows, values = top[k]
+            thumbs.add(rows)
+            pages.append(_atom_page(k, atoms, codes, rows, values, labels, neighbors, pushes))
 
-    if compare is not None:
-        comparison = _comparison(
-            components, atoms, top, compare, compare_components, X, bank, thumbs
-        )
-        _write_data(out / "data" / "compare.js", "compare", comparison.pop("pairs"))
-        overview["compare"] = comparison
+        if compare is not None:
+            comparison = _comparison(
+                components, atoms, top, compare, compare_components, X, bank, thumbs
+            )
+            _write_data(out / "data" / "compare.js", "compare", comparison.pop("pairs"))
+            overview["compare"] = comparison
 
-    _copy_static(out)
-    _write_data(out / "data" / "overview.js", "overview", overview)
-    _write_data(out / "data" / "atoms.js", "atoms", atoms.table())
-    for start in range(0, len(pages), PAGE_SIZE):
-        page = start // PAGE_SIZE
-        _write_data(
-            out / "data" / "pages" / f"{page}.js", f"page/{page}", pages[start : start + PAGE_SIZE]
-        )
-    thumbs.write()
-    return out / "index.html"
+        _copy_static(out)
+        _write_data(out / "data" / "overview.js", "overview", overview)
+        _write_data(out / "data" / "atoms.js", "atoms", atoms.table())
+        for start in range(0, len(pages), PAGE_SIZE):
+            page = start // PAGE_SIZE
+            _write_data(out / "data" / "pages" / f"{page}.js", f"page/{page}",
+                        pages[start : start + PAGE_SIZE])
+        thumbs.write()
+    return final / "index.html"
+
+
+@contextlib.contextmanager
+def _staging(final):
+    """Yield a temporary folder next to `final`; move its entries into `final` on success.
+
+    A site is many files: building them elsewhere and renaming each top-level
+    entry into place means an error half-way (a corrupt image, a full disk)
+    never leaves a half-built site behind an older ``index.html``.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        yield stage
+        final.mkdir(exist_ok=True)
+        for entry in sorted(stage.iterdir()):
+            target = final / entry.name
+            if target.is_dir() and not target.is_symlink():
+                target.rename(stage / f".previous-{entry.name}")  # removed with the stage
+            entry.rename(target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _check_estimator_and_data(estimator, X, name="estimator"):

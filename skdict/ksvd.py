@@ -17,6 +17,7 @@ from ._optional import resolve_backend
 from ._parallel import thread_limits
 from ._sparse import stack_csr
 from ._validation import (
+    available_memory,
     check_dictionary,
     check_n_nonzero_coefs,
     check_samples,
@@ -119,8 +120,10 @@ class DoubleBatchKSVD(_BaseDictionary):
         Device of the torch backend. "auto" uses a CUDA GPU when torch finds
         one, else the CPU. "cuda" without a GPU raises a ValueError.
     n_jobs : int, default=None
-        Threads for numba kernels, BLAS and torch on the CPU. None or -1: all threads numba may
-        use (joblib workers lower that to avoid oversubscription).
+        Most threads for numba kernels, BLAS and torch on the CPU. None or -1: all threads
+        numba may use (joblib workers lower that to avoid oversubscription). Small problems
+        use fewer: about one thread per 4M multiply-adds of an iteration
+        (rows x atoms x features).
     max_time : float, default=None
         Stop after the iteration that exceeds this many seconds of fitting.
     random_state : int, RandomState instance or None, default=None
@@ -303,6 +306,7 @@ class DoubleBatchKSVD(_BaseDictionary):
         """Check parameters against X and set the initial state."""
         check_n_nonzero_coefs(self.n_nonzero_coefs, self.n_components)
         self._groups = _group_bounds(self.nested_groups, self.n_components, self.n_nonzero_coefs)
+        _check_working_memory(self._groups, X, self.batch_size, self._torch_device())
         self._rng = check_random_state(self.random_state)
         self.components_ = _initial_components(self.init, X, self.n_components, self._rng)
         self.n_iter_ = 0
@@ -323,7 +327,7 @@ class DoubleBatchKSVD(_BaseDictionary):
 
     def _encode(self, X, sparse_output):
         device = self._torch_device()
-        with thread_limits(self.n_jobs):
+        with thread_limits(self.n_jobs, work=X.size * self.n_components):
             D = self.components_.astype(X.dtype, copy=False)
             return self._encoder(D, device=device).encode(X, sparse_output)
 
@@ -336,7 +340,9 @@ class DoubleBatchKSVD(_BaseDictionary):
         # Full-batch mode keeps the last iteration's codes, so that coding never
         # makes a row worse and a re-seeding that does not pay off is undone.
         previous = None
-        with thread_limits(self.n_jobs), tqdm(
+        batch_rows = X.shape[0] if self.batch_size is None else min(self.batch_size, X.shape[0])
+        work = batch_rows * X.shape[1] * D.shape[0]
+        with thread_limits(self.n_jobs, work), tqdm(
             total=n_iter, disable=not self.verbose, desc=type(self).__name__, unit="it"
         ) as bar:
             gram = D @ D.T
@@ -455,6 +461,52 @@ def _block_errors(block, D, groups, pursuit, tol):
     D = D.astype(block.dtype, copy=False)
     codes = _GroupedEncoder(D, groups, pursuit, tol).encode(block, sparse_output=True)
     return _relative_errors(block, _residual(block, D, codes))
+
+
+def _working_bytes(groups, n_features, n_rows, itemsize):
+    """Bytes a fit holds at its peak: the Gram matrices, the atoms and one batch's buffers.
+
+    The Gram matrix is held twice while ``D @ D.T`` is recomputed after each update;
+    with nested groups each group also gets its own contiguous block. The atoms are
+    held as ``components_`` and as the working copy; a batch's rows are copied
+    for the residual; the correlations of one chunk of rows take ~32 MiB.
+    """
+    n_atoms = groups[-1][1]
+    gram = 2 * n_atoms**2
+    if len(groups) > 1:
+        gram += sum((hi - lo) ** 2 for lo, hi, _ in groups)
+    return (gram + 2 * n_atoms * n_features + 2 * n_rows * n_features) * itemsize + 2**25
+
+
+def _check_working_memory(groups, X, batch_size, device):
+    """Refuse, before allocating, a fit that needs more memory than the machine has.
+
+    Without this, a million atoms meet a MemoryError (or the swap) only after
+    the slow initialisation. Fits on a CUDA device keep the Gram matrix there,
+    so they are not checked against host memory.
+    """
+    available = available_memory()
+    if available is None or (device is not None and device.type != "cpu"):
+        return
+    n_rows = X.shape[0] if batch_size is None else min(batch_size, X.shape[0])
+    needed = _working_bytes(groups, X.shape[1], n_rows, X.dtype.itemsize)
+    if needed <= available:
+        return
+    n_atoms = groups[-1][1]
+    rows_part = 2 * n_rows * X.shape[1] * X.dtype.itemsize
+    # Largest atom count whose two Gram matrices fit in what the rows leave free.
+    room = max(available - rows_part - 2**25, 0) / (2 * X.dtype.itemsize)
+    fits = int(np.sqrt(room))
+    fixes = [f"use at most about {fits} atoms (the Gram matrix grows as n_components**2)"]
+    if rows_part > available / 2:
+        fixes.append("set a smaller batch_size (rows held at once)")
+    if X.dtype == np.float64:
+        fixes.append("pass float32 data (half the memory)")
+    raise ValueError(
+        f"n_components={n_atoms} needs about {needed / 2**30:.1f} GiB of memory (the "
+        f"{n_atoms} x {n_atoms} Gram matrix, held twice while it is updated, and working "
+        f"buffers) but {available / 2**30:.1f} GiB is available; " + ", or ".join(fixes) + "."
+    )
 
 
 def _group_bounds(nested_groups, n_components, n_nonzero_coefs):

@@ -7,6 +7,8 @@ statistics where lower usually means sparser, livelier or less redundant. See
 the "Metrics" page of the documentation for formulas, sources and failure modes.
 """
 
+from numbers import Real
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -177,14 +179,19 @@ def faithfulness(
         SpLiCE centring of the cosines: remove the mean row of X (in the
         dictionary's space) and, if the bank centres, the bank's mean concept,
         then renormalise. False uses raw cosines on both sides.
-    baseline : bool, default=False
-        Return the chance level instead: the same score with banks of the same
-        size and dimension drawn uniformly on the unit sphere (and `names`,
-        if given, applied to them), averaged over a few draws.
+    baseline : bool or {"gaussian", "shuffled", "sphere"}, default=False
+        Return a chance level instead: the same score under a null, averaged
+        over a few draws. ``"gaussian"`` (also ``True``): banks of the same size
+        drawn from a normal distribution with the bank's own mean and covariance,
+        naming atoms as the real bank does (`names`, if given, index them);
+        ``"shuffled"``: the atom -> concept assignment randomly permuted among
+        the alive atoms; ``"sphere"``: banks drawn uniformly on the unit sphere,
+        easy to beat on anisotropic embeddings. See the "Metrics" page of the
+        documentation for what each null answers.
     per_atom : bool, default=False
         Return one AUROC per atom instead of the mean.
     random_state : int, RandomState instance or None, default=0
-        Seeds the random banks of `baseline`.
+        Seeds the draws of `baseline`.
 
     Returns
     -------
@@ -218,7 +225,7 @@ def faithfulness(
 
 def specificity(
     estimator, X, bank, *, names=None, center=True, baseline=False, per_atom=False,
-    random_state=0,
+    count_dead=False, random_state=0,
 ):
     """Share of alive atoms whose name retrieves them back among all atoms.
 
@@ -241,13 +248,19 @@ def specificity(
     center : bool, default=True
         Use the bank's centred concepts (when the bank centres); False uses
         the raw unit embeddings.
-    baseline : bool, default=False
-        Return the chance level: the score with uniform random banks of the
-        same size and dimension, averaged over a few draws.
+    baseline : bool or {"gaussian", "shuffled", "sphere"}, default=False
+        Return a chance level instead, as in :func:`faithfulness`:
+        ``"gaussian"`` (also ``True``) Gaussian banks with the bank's mean and
+        covariance, ``"shuffled"`` permuted names, ``"sphere"`` uniform banks.
     per_atom : bool, default=False
-        Return 1.0 / 0.0 per atom (NaN for dead atoms) instead of the share.
+        Return 1.0 / 0.0 per atom (NaN for dead atoms, 0.0 with `count_dead`)
+        instead of the share.
+    count_dead : bool, default=False
+        Count dead atoms (used by no row of X) as not specific, i.e. divide by
+        all atoms instead of the alive ones, so that killing atoms cannot raise
+        the score. Report :func:`dead_fraction` next to the default.
     random_state : int, RandomState instance or None, default=0
-        Seeds the random banks of `baseline`.
+        Seeds the draws of `baseline`.
 
     Returns
     -------
@@ -267,14 +280,17 @@ def specificity(
     1.0
     >>> specificity(coder, np.eye(3), bank, names=[0, 0, 2])
     0.6666666666666666
+    >>> specificity(coder, [[1.0, 0.0, 0.0]], bank, count_dead=True)
+    0.3333333333333333
     """
     return description_score(
         specificity_per_atom, estimator, X, bank, names=names, center=center,
         baseline=baseline, per_atom=per_atom, random_state=random_state,
+        count_dead=count_dead,
     )
 
 
-def unique_name_ratio(estimator, X, bank, *, names=None, center=True):
+def unique_name_ratio(estimator, X, bank, *, names=None, center=True, count_dead=False):
     """Distinct names among alive atoms, over the number of alive atoms.
 
     ``|{c(k) : k alive}| / n_alive``: 1 when every alive atom has its own
@@ -293,11 +309,14 @@ def unique_name_ratio(estimator, X, bank, *, names=None, center=True):
         closest concept.
     center : bool, default=True
         Name atoms with the bank's centred concepts (when the bank centres).
+    count_dead : bool, default=False
+        Divide by all atoms instead of the alive ones: dead atoms count as
+        names that say nothing, so killing atoms cannot raise the ratio.
 
     Returns
     -------
     ratio : float
-        In (0, 1]; NaN when no atom is alive.
+        In [0, 1]; NaN when no atom is alive (0 with `count_dead`).
 
     Examples
     --------
@@ -310,12 +329,15 @@ def unique_name_ratio(estimator, X, bank, *, names=None, center=True):
     ...                     transform_alpha=0.0)
     >>> unique_name_ratio(coder, np.eye(3), bank, names=[1, 1, 2])
     0.6666666666666666
+    >>> unique_name_ratio(coder, [[1.0, 0.0, 0.0]], bank, count_dead=True)
+    0.3333333333333333
     """
     coded = code(estimator, X, bank, center)
     concepts = assign(coded, concept_vectors(bank, center), names)[coded.alive]
-    if concepts.size == 0:
+    n_atoms = coded.alive.size if count_dead else concepts.size
+    if n_atoms == 0:
         return float("nan")
-    return float(np.unique(concepts).size / concepts.size)
+    return float(np.unique(concepts).size / n_atoms)
 
 
 def l0(estimator, X):
@@ -523,3 +545,84 @@ def make_specificity_scorer(bank, *, names=None, center=True):
         "make_specificity_scorer", specificity, bank=check_bank(bank), names=names,
         center=center,
     )
+
+
+class _SparsestWithin:
+    """Picklable ``refit`` callable of :func:`refit_sparsest`."""
+
+    def __init__(self, param, score, tolerance):
+        self.param, self.score, self.tolerance = param, score, tolerance
+
+    def __call__(self, cv_results):
+        key = f"mean_test_{self.score}"
+        if key not in cv_results:
+            scorers = sorted(k[len("mean_test_"):] for k in cv_results
+                             if k.startswith("mean_test_"))
+            raise ValueError(
+                f"cv_results_ has no {key!r}; pass score= the name of a scorer of the "
+                f"search (one of {scorers})."
+            )
+        if f"param_{self.param}" not in cv_results:
+            raise ValueError(
+                f"cv_results_ has no parameter {self.param!r}; pass param= a key of the "
+                "parameter grid, e.g. 'ksvd__n_nonzero_coefs'."
+            )
+        mean = np.asarray(cv_results[key], dtype=np.float64)
+        best = int(np.nanargmax(mean))
+        slack = self.tolerance
+        if slack == "std":
+            slack = float(cv_results[f"std_test_{self.score}"][best])
+        values = np.ma.getdata(cv_results[f"param_{self.param}"]).astype(np.float64)
+        good = np.flatnonzero(mean >= mean[best] - slack)
+        smallest = good[values[good] == values[good].min()]
+        # among candidates sharing the smallest value (other parameters differ), the best
+        return int(smallest[np.argmax(mean[smallest])])
+
+    def __repr__(self):
+        return (f"refit_sparsest({self.param!r}, score={self.score!r}, "
+                f"tolerance={self.tolerance!r})")
+
+
+def refit_sparsest(param, *, score="score", tolerance="std"):
+    """A ``GridSearchCV`` `refit` callable: the sparsest setting that scores almost best.
+
+    More non-zeros (or atoms) always reconstruct better, so refitting on the
+    best held-out reconstruction picks the largest value of the grid. This picks
+    the smallest value of `param` whose mean held-out score is within
+    `tolerance` of the best one: the sparser model, unless it loses more than
+    the search can resolve (the "one standard error" rule of Hastie, Tibshirani
+    & Friedman, *The Elements of Statistical Learning*, §7.10).
+
+    Parameters
+    ----------
+    param : str
+        The sparsity parameter as named in the grid, e.g.
+        ``"ksvd__n_nonzero_coefs"`` or ``"k"``; smaller is sparser.
+    score : str, default="score"
+        The scorer whose mean held-out score is compared: its name in the
+        search's `scoring` dict, or ``"score"`` for a single scorer.
+    tolerance : float or "std", default="std"
+        Largest loss of mean score to accept, in the score's units; ``"std"``
+        uses the standard deviation over folds of the best setting.
+
+    Returns
+    -------
+    refit : callable
+        ``refit(cv_results) -> int``, the index of the chosen setting, to pass
+        as ``GridSearchCV(..., refit=refit)``.
+
+    Examples
+    --------
+    >>> from skdict.metrics import refit_sparsest
+    >>> refit = refit_sparsest("k")
+    >>> cv_results = {"param_k": [4, 8, 16], "mean_test_score": [0.60, 0.67, 0.68],
+    ...               "std_test_score": [0.01, 0.02, 0.015]}
+    >>> refit(cv_results)  # 8 is within one standard deviation (0.015) of 16
+    1
+
+    With a search: ``GridSearchCV(pipe, {"ksvd__n_nonzero_coefs": [4, 8, 16]},
+    scoring=reconstruction_scorer, refit=refit_sparsest("ksvd__n_nonzero_coefs"))``.
+    """
+    if not (tolerance == "std" or (isinstance(tolerance, Real) and tolerance >= 0)):
+        raise ValueError(f"tolerance must be a non-negative number or 'std', got {tolerance!r}.")
+    return _SparsestWithin(param, score, tolerance)

@@ -4,6 +4,10 @@ Implements Vilas, Schaumlöffel & Roig, "Analyzing Vision Transformers for Image
 Classification in Class Embedding Space" (NeurIPS 2023): every token of every
 block is sent through the model's final normalisation and classifier, which
 shows how class evidence builds up over the layers.
+
+The paper's analyses (identifiability, class-similarity change, key-value
+memories, linear probes, with random-weights baselines) are functions of a
+fitted projector in ``_class_analyses``; the methods here wrap them.
 """
 
 import os
@@ -12,19 +16,19 @@ from numbers import Integral
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.base import _fit_context
-from sklearn.utils import Bunch, check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._attribution import attention_contributions, readout_gradient
-from ._hooks import capture, check_sites
+from . import _class_analyses as analyses
+from . import _attribution
+from ._class_analyses import check_labels as _check_labels
+from ._hooks import LAYER_SCALE, capture, check_sites
 from ._images import images_to_tensor, timm_preprocess
 from ._optional import import_optional, resolve_device
 from ._timm import create_timm_model
 from ._validation import check_samples
 
 _FEATURE = "ClassEmbeddingProjector"
-_TOP_MEMORIES = 5
 
 
 def _check_vit(model):
@@ -65,32 +69,6 @@ def _resolve_layers(layers, n_blocks):
     return resolved
 
 
-def _check_labels(y, n_images, n_classes, name="y"):
-    y = np.asarray(y)
-    if y.shape != (n_images,) or y.dtype.kind not in "iu":
-        raise ValueError(
-            f"{name} must be an int array of shape ({n_images},) with one class index "
-            f"per image, got dtype {y.dtype} and shape {y.shape}."
-        )
-    if y.size and (y.min() < 0 or y.max() >= n_classes):
-        raise ValueError(f"{name} must hold class indices in [0, {n_classes - 1}].")
-    return y
-
-
-def _ranks(logits, labels):
-    """0-based rank of class ``labels`` in ``logits`` along the last axis (0 = top).
-
-    labels broadcasts against ``logits.shape[:-1]``; ties count in the class's favour.
-    """
-    target = np.take_along_axis(logits, labels[..., None], axis=-1)
-    return (logits > target).sum(axis=-1)
-
-
-def _auc(fractions, curve):
-    """Area under an accuracy curve, normalised by the range of fractions."""
-    return float(np.trapezoid(curve, fractions) / (fractions[-1] - fractions[0]))
-
-
 class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Project the hidden states of a timm ViT onto its class embeddings.
 
@@ -104,8 +82,9 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
     Parameters
     ----------
     model : str, os.PathLike or torch.nn.Module, default="vit_base_patch16_224"
-        A timm model name, the path of a model saved with ``torch.save(model)``,
-        or a timm ``VisionTransformer`` instance.
+        A timm model name or a timm ``VisionTransformer`` instance. Weights
+        from a file go in `pretrained`; a whole model pickled with
+        ``torch.save(model)`` is refused, as unpickling it could run code.
     pretrained : bool, str or os.PathLike, default=False
         For a model name: False for random weights, True to download the hub
         weights (fails at once with advice when the hub is unreachable), or the
@@ -120,6 +99,13 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         Tokens returned by :meth:`project`: the class token, all prefix
         tokens (class and register tokens), the image patch tokens, or all,
         in the model's order (prefix first).
+    layer_scale : {"after", "before"}, default="after"
+        Where the ``"attn"`` / ``"mlp"`` sites are read in blocks with
+        LayerScale (``init_values`` models): ``"after"``, as the branch is
+        added to the residual; ``"before"``, at the ``attn.proj`` /
+        ``mlp.fc2`` outputs, where the paper's code reads them. Also decides
+        whether :meth:`value_agreement` scales value vectors by LayerScale.
+        Identical for models without LayerScale.
     output : {"logits", "probs", "rank"}, default="logits"
         Class logits, softmax probabilities, or the 0-based rank of the class
         ``y`` given to :meth:`project` (0 = top).
@@ -166,6 +152,7 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         "layers": [Interval(Integral, None, None, closed="neither"), "array-like", None],
         "site": [StrOptions({"resid", "attn", "mlp"})],
         "tokens": [StrOptions({"cls", "prefix", "patches", "all"})],
+        "layer_scale": [StrOptions(set(LAYER_SCALE))],
         "output": [StrOptions({"logits", "probs", "rank"})],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str],
@@ -179,6 +166,7 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         layers=None,
         site="resid",
         tokens="cls",
+        layer_scale="after",
         output="logits",
         batch_size=32,
         device="auto",
@@ -188,6 +176,7 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         self.layers = layers
         self.site = site
         self.tokens = tokens
+        self.layer_scale = layer_scale
         self.output = output
         self.batch_size = batch_size
         self.device = device
@@ -240,7 +229,9 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         layers = self.layers_ if layers is None else layers
         for start in range(0, len(x), self.batch_size):
             batch = x[start:start + self.batch_size].to(self.device_)
-            with torch.no_grad(), capture(self.model_.blocks, layers, sites) as store:
+            with torch.no_grad(), capture(
+                self.model_.blocks, layers, sites, self.layer_scale
+            ) as store:
                 self.model_(batch)
                 yield slice(start, start + len(batch)), {
                     site: torch.stack([per_layer[0] for per_layer in store[site]], dim=1)
@@ -300,7 +291,7 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         if y is None:
             raise ValueError("output='rank' needs the true classes: call project(images, y).")
         y = _check_labels(y, len(logits), len(self.classes_))
-        return _ranks(logits, y[:, None, None])
+        return analyses.ranks(logits, y[:, None, None])
 
     def transform(self, images):
         """:meth:`project` flattened to (n_images, n_features) for pipelines.
@@ -330,12 +321,14 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         ])
         return len(self.layers_) * n_tokens * len(self.classes_)
 
-    def identifiability(self, images, y):
+    def identifiability(self, images, y, *, baseline=None):
         """How well each layer's tokens identify the true class.
 
         The identifiability of a token is ``r = 1 - rank / n_classes``, with
         ``rank`` the 0-based rank of the true class among its projected class
-        scores (1 = the true class is on top), at ``site``.
+        scores at ``site`` (1 = the true class is on top). Ties count against
+        the true class: ``rank`` is the number of other classes scoring at
+        least as high, so a class must win strictly to be on top.
 
         Parameters
         ----------
@@ -343,6 +336,11 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             As in :meth:`project`.
         y : array-like of shape (n_images,)
             True class of each image.
+        baseline : ClassEmbeddingProjector, default=None
+            The same architecture with random weights (e.g.
+            ``ClassEmbeddingProjector(make_digits_vit())``), fitted or not. When
+            given, its curves and one-sided Wilcoxon signed-rank p-values
+            (trained > baseline, paired by token, per layer) are returned too.
 
         Returns
         -------
@@ -350,22 +348,13 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             ``cls``: (n_selected_layers,) mean r of the class token (NaN when the
             model has none); ``image_tokens``: (n_selected_layers,) mean r over
             the patch tokens of all images; ``top1_share``: (n_selected_layers,)
-            share of patch tokens whose top-1 class is the true class;
-            ``layers``: the block indices.
+            share of patch tokens whose true class is strictly on top;
+            ``layers``: the block indices. With ``baseline``: ``baseline``
+            (the same curves for the baseline) and ``pvalue`` (``cls`` and
+            ``image_tokens``, one p-value per layer).
         """
         check_is_fitted(self)
-        logits = self._logits(images, (self.site,))[self.site]
-        y = _check_labels(y, len(logits), len(self.classes_))
-        r = 1.0 - _ranks(logits, y[:, None, None]) / len(self.classes_)
-        patches = r[:, :, self.num_prefix_tokens_:]
-        has_cls = getattr(self.model_, "cls_token", None) is not None
-        top1 = logits[:, :, self.num_prefix_tokens_:].argmax(axis=-1) == y[:, None, None]
-        return Bunch(
-            cls=r[:, :, 0].mean(axis=0) if has_cls else np.full(len(self.layers_), np.nan),
-            image_tokens=patches.mean(axis=(0, 2)),
-            top1_share=top1.mean(axis=(0, 2)),
-            layers=np.array(self.layers_),
-        )
+        return analyses.identifiability(self, images, y, baseline=baseline)
 
     def score(self, images, y):
         """Mean class-token identifiability at the last selected layer.
@@ -388,13 +377,25 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         cls = result.cls[-1]
         return float(result.image_tokens[-1] if np.isnan(cls) else cls)
 
-    def class_similarity_change(self, images, y):
+    def class_similarity_change(self, images, y, *, reference="block_input", baseline=None):
         """Share of tokens whose true-class logit each branch raises.
 
-        For the attention branch, a token counts when the true-class logit of
-        the branch output (projected alone) exceeds that of the block input;
-        for the MLP branch, when it exceeds that of the MLP's input (block input
-        plus attention output). Tokens are restricted by ``tokens``.
+        A token counts for a branch of block l when the true-class logit of the
+        branch output, projected alone (read at ``site="attn"`` / ``"mlp"``, so
+        before or after LayerScale as ``layer_scale`` says), exceeds that of a
+        reference state of the same token:
+
+        - attention branch: the block input;
+        - MLP branch: the block input (``reference="block_input"``, as the
+          paper's code computes the figure) or the MLP's own input, the block
+          input plus the attention output (``reference="branch_input"``, as the
+          paper's text describes it).
+
+        Block 0 is included: its input is the embedded tokens (patch embedding,
+        position embedding and ``norm_pre``), which is what both branches of
+        block 0 read. The paper's figure starts at the second block because its
+        code stores no embedding layer; drop ``layers=0`` to match it. Tokens are
+        restricted by ``tokens``.
 
         Parameters
         ----------
@@ -402,42 +403,24 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             As in :meth:`project`.
         y : array-like of shape (n_images,)
             True class of each image.
+        reference : {"block_input", "branch_input"}, default="block_input"
+            What the MLP output is compared with (see above).
+        baseline : ClassEmbeddingProjector, default=None
+            The same architecture with random weights. When given, its rates and
+            one-sided Wilcoxon p-values (trained > baseline, paired by image on
+            the per-image rates, per layer) are returned too.
 
         Returns
         -------
         result : :class:`~sklearn.utils.Bunch`
             ``attn`` and ``mlp``: (n_selected_layers,) change rates in [0, 1];
-            ``layers``: the block indices.
+            ``layers``: the block indices; ``reference``. With ``baseline``:
+            ``baseline`` (its ``attn`` and ``mlp``) and ``pvalue`` (``attn``
+            and ``mlp``, one p-value per layer).
         """
         check_is_fitted(self)
-        check_sites(self.model_.blocks[0], ("attn", "mlp"))
-        sites = ("input", "attn", "mlp")
-        x = self._tensor(images)
-        y = _check_labels(y, len(x), len(self.classes_))
-        counts = {"attn": 0, "mlp": 0}
-        tokens, n_tokens = self._token_slice(self.tokens), 0
-        for rows, hidden in self._batches(x, sites):
-            labels = y[rows][:, None, None]
-            h_in = hidden["input"][:, :, tokens]
-            h_attn = hidden["attn"][:, :, tokens]
-            target = {
-                name: np.take_along_axis(
-                    self._to_classes(h).cpu().numpy(), labels[..., None], axis=-1
-                )[..., 0]
-                for name, h in (
-                    ("input", h_in),
-                    ("attn", h_attn),
-                    ("mid", h_in + h_attn),
-                    ("mlp", hidden["mlp"][:, :, tokens]),
-                )
-            }
-            counts["attn"] = counts["attn"] + (target["attn"] > target["input"]).sum(axis=(0, 2))
-            counts["mlp"] = counts["mlp"] + (target["mlp"] > target["mid"]).sum(axis=(0, 2))
-            n_tokens += target["input"].shape[0] * target["input"].shape[2]
-        return Bunch(
-            attn=counts["attn"] / n_tokens,
-            mlp=counts["mlp"] / n_tokens,
-            layers=np.array(self.layers_),
+        return analyses.class_similarity_change(
+            self, images, y, reference=reference, baseline=baseline
         )
 
     def project_directions(self, V):
@@ -474,13 +457,31 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             scores = self._to_classes(V) - self._to_classes(torch.zeros_like(V[:1]))
         return scores.cpu().numpy()
 
-    def value_agreement(self, images=None, y=None):
-        """Read each MLP as a key-value memory in class space.
+    def value_agreement(self, images=None, y=None, *, kind="mlp", ranking="raw",
+                        average="class", baseline=None):
+        """Read the MLP or attention layers as key-value memories.
 
-        The value vectors of a block's MLP are the columns of ``fc2.weight``
-        (one per hidden unit); their class scores come from
-        :meth:`project_directions`. A token's keys are the MLP's pre-activation
-        ``fc1`` outputs.
+        A layer's output is a sum of value vectors weighted by keys. For the
+        MLP (``kind="mlp"``) the values are the columns of ``mlp.fc2.weight``
+        and a token's keys are the ``fc1`` outputs (before the activation);
+        for attention (``kind="attn"``) the values are the columns of
+        ``attn.proj.weight`` and the keys are the attention-weighted values of
+        all heads, concatenated (the input of ``attn.proj``). With
+        ``layer_scale="after"`` and a LayerScale in the block, the values are
+        scaled by its gamma, as they are written to the residual.
+
+        Each class's top-5 memories are the values that score it highest. With
+        ``ranking="raw"`` (the paper's definition) the scores are the raw
+        product ``head.weight @ values.T`` (E W_out), so a value's length
+        counts; ``ranking="normalized"`` uses :meth:`project_directions`, which
+        applies the final norm and discards the value's length. Ties go to the
+        lower value index.
+
+        The key-value agreement of a token is whether its 5 largest keys include
+        one of its true class's top-5 memories. ``average="class"`` (the
+        paper's) averages the tokens of each class's images, then the classes
+        present in ``y``; ``average="token"`` pools all tokens (equal when the
+        classes have equal counts).
 
         Parameters
         ----------
@@ -488,91 +489,78 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             Images for the key-value agreement rate (as in :meth:`project`).
         y : array-like of shape (n_images,), default=None
             Their true classes.
+        kind : {"mlp", "attn"}, default="mlp"
+            Which layers to read as memories.
+        ranking : {"raw", "normalized"}, default="raw"
+            How values are scored for each class (see above).
+        average : {"class", "token"}, default="class"
+            How the key-value agreement rate averages tokens (see above).
+        baseline : ClassEmbeddingProjector, default=None
+            The same architecture with random weights. When given, its
+            agreements and one-sided Wilcoxon p-values (trained > baseline,
+            paired by class, per layer) are returned too.
 
         Returns
         -------
         result : :class:`~sklearn.utils.Bunch`
             ``value_scores``: (n_selected_layers, n_values, n_classes) class
-            scores of the value vectors; ``agreement``: (n_selected_layers,
-            n_classes) class-value agreement, the largest cosine between the
-            class embedding (row of ``head.weight``) and any value vector;
-            ``top_memories``: (n_selected_layers, n_classes, 5) the values that
-            score each class highest; ``key_value_agreement``:
-            (n_selected_layers,) share of tokens (restricted by ``tokens``)
-            whose 5 most activated keys include one of the true class's top 5
-            memories, or None without images; ``layers``: the block indices.
+            scores of the value vectors (per ``ranking``); ``agreement``:
+            (n_selected_layers, n_classes) class-value agreement, the largest
+            cosine between the class embedding (row of ``head.weight``) and any
+            value vector; ``top_memories``: (n_selected_layers, n_classes, 5)
+            the values that score each class highest, best first;
+            ``key_value_agreement``: (n_selected_layers,) the agreement rate
+            (tokens restricted by ``tokens``), or None without images;
+            ``key_value_agreement_per_class``: (n_selected_layers, n_classes),
+            NaN for classes absent from ``y``, or None; ``layers``; ``kind``,
+            ``ranking``, ``average``. With ``baseline``: ``baseline``
+            (``agreement`` and ``key_value_agreement``) and ``pvalue`` (the
+            same two keys, one p-value per layer; None without images).
         """
         check_is_fitted(self)
-        check_sites(self.model_.blocks[0], ("keys",))
-        embedding = self.model_.head.weight.detach().cpu().numpy()
-        embedding = embedding / np.linalg.norm(embedding, axis=1, keepdims=True)
-        value_scores, agreement = [], []
-        for layer in self.layers_:
-            values = self.model_.blocks[layer].mlp.fc2.weight.detach().cpu().numpy().T
-            value_scores.append(self.project_directions(values))
-            unit = values / np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-12)
-            agreement.append((embedding @ unit.T).max(axis=1))
-        value_scores = np.stack(value_scores)
-        top = np.argsort(-value_scores, axis=1)[:, :_TOP_MEMORIES].transpose(0, 2, 1)
-        result = Bunch(
-            value_scores=value_scores,
-            agreement=np.stack(agreement),
-            top_memories=top,
-            key_value_agreement=None,
-            layers=np.array(self.layers_),
+        return analyses.value_agreement(
+            self, images, y, kind=kind, ranking=ranking, average=average, baseline=baseline
         )
-        if images is not None:
-            result.key_value_agreement = self._key_value_agreement(images, y, top)
-        return result
 
-    def _key_value_agreement(self, images, y, top_memories):
-        torch = import_optional("torch", "vision", _FEATURE)
-        x = self._tensor(images)
-        if y is None:
-            raise ValueError("value_agreement needs y with images: the true classes.")
-        y = _check_labels(y, len(x), len(self.classes_))
-        tokens, hits, n_tokens = self._token_slice(self.tokens), 0, 0
-        for rows, hidden in self._batches(x, ("keys",)):
-            keys = hidden["keys"][:, :, tokens]
-            top_keys = torch.topk(keys, _TOP_MEMORIES, dim=-1).indices.cpu().numpy()
-            # memories of each image's true class: (B, layers, 5)
-            memories = top_memories[:, y[rows]].transpose(1, 0, 2)
-            match = top_keys[..., :, None] == memories[:, :, None, None, :]
-            hits = hits + match.any(axis=(-1, -2)).sum(axis=(0, 2))
-            n_tokens += keys.shape[0] * keys.shape[2]
-        return hits / n_tokens
+    def linear_probe(self, images, y, *, test_size=0.25, C=1.0, random_state=0):
+        """Per-layer linear probes next to the model's own class readout.
 
-    def _importance(self, x, y):
-        """Per-patch evidence (N, n_patches) for classes y (None: the prediction)."""
-        torch = import_optional("torch", "vision", _FEATURE)
-        m = self.model_
-        if not hasattr(m.blocks[0], "ls1"):
-            raise ValueError(
-                "explain needs pre-norm timm Blocks (with ls1); this model uses "
-                f"{type(m.blocks[0]).__name__}."
-            )
-        n_prefix = self.num_prefix_tokens_
-        has_cls = getattr(m, "cls_token", None) is not None
-        query = slice(0, 1) if has_cls else slice(n_prefix, None)
-        maps = []
-        for rows, hidden in self._batches(x, ("attn_in", "resid"), range(self.n_layers_)):
-            final = hidden["resid"][:, -1]
-            pooled = final[:, 0] if has_cls else final[:, n_prefix:].mean(dim=1)
-            if y is None:
-                target = m.head(m.fc_norm(m.norm(pooled))).argmax(dim=-1)
-            else:
-                target = torch.from_numpy(y[rows]).to(pooled.device)
-            grad = readout_gradient(m, pooled, target, torch)
-            evidence = 0
-            for layer in self.layers_:
-                contributions = m.blocks[layer].ls1(
-                    attention_contributions(
-                        m.blocks[layer].attn, hidden["attn_in"][:, layer], query, torch
-                    )
-                )
-                evidence = evidence + contributions[:, n_prefix:] @ grad[:, :, None]
-            maps.append(evidence[..., 0].cpu().numpy())
-        return np.concatenate(maps)
+        The paper argues that projecting onto the class embeddings shows what
+        the model itself uses, where a probe may find class information that
+        the model never reads out. This fits, for each selected layer, a
+        logistic regression (standardised inputs, ``C``) on the hidden states
+        at ``site`` of the training images: one probe for the class token and
+        one per image-token position, as in the paper's code (which uses ridge
+        regression). On the held-out images, the probe's class scores and the
+        class-embedding projection of the same states are turned into the same
+        measures.
+
+        Parameters
+        ----------
+        images : array-like or list
+            As in :meth:`project`.
+        y : array-like of shape (n_images,)
+            True class of each image.
+        test_size : float, default=0.25
+            Share of images held out (stratified by class).
+        C : float, default=1.0
+            Inverse regularisation strength of the probes.
+        random_state : int, default=0
+            Seed of the split and the probes.
+
+        Returns
+        -------
+        result : :class:`~sklearn.utils.Bunch`
+            ``probe`` and ``projection``, each with ``cls`` and
+            ``image_tokens`` (mean identifiability, as in
+            :meth:`identifiability`, per layer) and ``cls_accuracy`` and
+            ``image_tokens_accuracy`` (share of tokens with the true class
+            strictly on top); ``layers``; ``train_index`` and ``test_index``.
+        """
+        check_is_fitted(self)
+        return analyses.linear_probe(
+            self, images, y, test_size=test_size, C=C, random_state=random_state
+        )
 
     def explain(self, images, y=None):
         """Heatmaps of the patches that carry evidence for a class.
@@ -604,16 +592,7 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             patches push the class up, negative ones down.
         """
         check_is_fitted(self)
-        torch = import_optional("torch", "vision", _FEATURE)
-        x = self._tensor(images)
-        if y is not None:
-            y = _check_labels(y, len(x), len(self.classes_))
-        grid = self._importance(x, y).reshape(len(x), 1, *self.grid_size_)
-        heatmaps = torch.nn.functional.interpolate(
-            torch.from_numpy(grid), size=self.input_size_[1:], mode="bilinear",
-            align_corners=False,
-        )
-        return heatmaps[:, 0].numpy().astype(np.float32)
+        return _attribution.explain(self, images, y)
 
     def perturbation_test(self, images, y, *, fractions=None, random_state=None):
         """Accuracy when keeping only the most, least or randomly chosen patches.
@@ -643,48 +622,6 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             the range of fractions.
         """
         check_is_fitted(self)
-        torch = import_optional("torch", "vision", _FEATURE)
-        fractions = np.linspace(0.1, 1.0, 10) if fractions is None else np.asarray(fractions, float)
-        if fractions.ndim != 1 or len(fractions) < 2 or np.any(np.diff(fractions) <= 0) or (
-            fractions[0] <= 0 or fractions[-1] > 1
-        ):
-            raise ValueError("fractions must be at least 2 increasing values in (0, 1].")
-        x = self._tensor(images)
-        y = _check_labels(y, len(x), len(self.classes_))
-        order = np.argsort(-self._importance(x, y), axis=1, kind="stable")
-        rng = check_random_state(random_state)
-        orders = {
-            "top": order,
-            "bottom": order[:, ::-1],
-            "random": np.argsort(rng.random_sample(order.shape), axis=1),
-        }
-        n_patches = order.shape[1]
-        result = Bunch(fractions=fractions)
-        for name, ranked in orders.items():
-            curve = []
-            for fraction in fractions:
-                keep = torch.from_numpy(
-                    np.ascontiguousarray(ranked[:, : max(1, round(fraction * n_patches))])
-                )
-                curve.append(np.mean(self._predict_kept(x, keep) == y))
-            result[name] = np.array(curve)
-            result[f"auc_{name}"] = _auc(fractions, result[name])
-        return result
-
-    def _predict_kept(self, x, keep):
-        """Predicted classes when only patches `keep` (N, n_keep) enter the blocks."""
-        torch = import_optional("torch", "vision", _FEATURE)
-        m = self.model_
-        predictions = []
-        for start in range(0, len(x), self.batch_size):
-            batch = x[start:start + self.batch_size].to(self.device_)
-            index = keep[start:start + self.batch_size].to(self.device_)
-            with torch.no_grad():
-                h = m._pos_embed(m.patch_embed(batch))
-                prefix, patches = h[:, : self.num_prefix_tokens_], h[:, self.num_prefix_tokens_:]
-                kept = torch.gather(
-                    patches, 1, index[..., None].expand(-1, -1, patches.shape[-1])
-                )
-                h = m.norm(m.blocks(m.norm_pre(torch.cat([prefix, kept], dim=1))))
-                predictions.append(m.forward_head(h).argmax(-1).cpu().numpy())
-        return np.concatenate(predictions)
+        return _attribution.perturbation_test(
+            self, images, y, fractions=fractions, random_state=random_state
+        )

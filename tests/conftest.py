@@ -1,3 +1,29 @@
+"""Shared fixtures, and how the tests choose float tolerances.
+
+Tolerances
+----------
+A tolerance says which differences are rounding and which are bugs, so each is
+derived, never tuned until green on one machine:
+
+* Same inputs, same code path, same kernels (a pickle round trip, a sparse vs
+  dense copy of the same codes): compare exactly (``assert_array_equal``).
+* float64 along different paths (numba vs torch, batch sizes, thread counts):
+  rounding is ~eps64 = 2e-16 relative, times the condition number of any solve;
+  1e-8 to 1e-12 absolute is derived from that and still catches real errors.
+* float32 along different paths: batch size, thread count, SIMD width (numba
+  runs with fastmath reassociation) and the BLAS kernel all change the order of
+  summation, so results differ by far more than 1e-5 on some machines. Use
+  ``_tolerance.dot_rtol(dtype, n_terms)`` for a reduction of ``n_terms`` terms
+  (``(sqrt(n) + 2) * eps``), multiplied by the number of layers it passes
+  through, and ``_tolerance.assert_same_codes`` for least-squares codes, whose
+  error is further amplified by ``cond(G_S)`` of the support's Gram matrix.
+  Or compare in float64.
+* Values stored rounded (the explorer's JSON keeps 4 significant digits): the
+  rounding (5e-4 relative) sets the tolerance.
+
+Write the derivation next to the assert in one comment.
+"""
+
 import numpy as np
 import pytest
 

@@ -11,7 +11,9 @@ import joblib
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from sklearn.decomposition import PCA
 
+import skdict
 from skdict import ConceptBank, SparseAutoencoder, describe_atoms, metrics
 from skdict.cli import main
 from skdict.datasets import make_sparse_signals
@@ -32,20 +34,25 @@ def files(tmp_path_factory):
     np.save(tmp / "shards" / "1.npy", X[100:])
     np.save(tmp / "vector.npy", X[0])
     np.save(tmp / "narrow.npy", X[:, :5])
+    (tmp / "zero.npy").write_bytes(b"")
     (tmp / "junk.joblib").write_text("not a model")
     joblib.dump({"components_": None}, tmp / "dict.joblib")
+    joblib.dump(PCA(4).fit(X), tmp / "pca.joblib")
     ConceptBank([f"true atom {i}" for i in range(16)], D_true).save(tmp / "bank.npz")
     ConceptBank(["a", "b"], np.eye(5)[:2]).save(tmp / "narrow_bank.npz")
+    np.save(tmp / "vectors.npy", D_true)
     (tmp / "concepts.txt").write_text("red\ngreen\n")
+    (tmp / "blank.txt").write_text("red\n\ngreen\n")
     code = main(["fit", str(tmp / "X.npy"), "--n-components", "16", "--n-nonzero", "2",
-                 "--max-iter", "30", "-o", str(tmp / "model.joblib"), "--quiet"])
+                 "--max-iter", "30", "-o", str(tmp / "model.skdict"), "--quiet"])
     assert code == 0
+    joblib.dump(skdict.load(tmp / "model.skdict"), tmp / "model.joblib")
     return tmp, X, D_true
 
 
 def test_fit_writes_a_model_that_recovers_the_dictionary(files):
     tmp, X, D_true = files
-    model = joblib.load(tmp / "model.joblib")
+    model = skdict.load(tmp / "model.skdict")
     assert isinstance(model, DoubleBatchKSVD)
     assert model.components_.shape == (16, 12)
     assert model.n_nonzero_coefs == 2
@@ -56,20 +63,21 @@ def test_fit_writes_a_model_that_recovers_the_dictionary(files):
 @pytest.mark.parametrize("source", ["X.npz", "shards"])
 def test_fit_reads_npz_and_shard_directories(files, source, capsys):
     tmp, X, _ = files
-    out = tmp / f"from-{source}.joblib"
+    out = tmp / f"from-{source}.skdict"
     assert main(["fit", str(tmp / source), "--n-components", "8", "--n-nonzero", "2",
                  "--max-iter", "2", "-o", str(out)]) == 0
-    assert joblib.load(out).n_features_in_ == X.shape[1]
-    assert f"on {X.shape[0]} x {X.shape[1]} embeddings" in capsys.readouterr().err
+    assert skdict.load(out).n_features_in_ == X.shape[1]
+    err = capsys.readouterr().err
+    assert f"on {X.shape[0]} x {X.shape[1]} embeddings; saved to {out}" in err
 
 
 def test_fit_sae_writes_a_sparse_autoencoder(files):
     tmp, X, _ = files
-    out = tmp / "sae.joblib"
+    out = tmp / "sae.skdict"
     assert main(["fit", str(tmp / "X.npy"), "--method", "sae", "--n-components", "16",
                  "--n-nonzero", "3", "--max-iter", "2", "--batch-size", "64", "--device",
                  "cpu", "-o", str(out), "-q"]) == 0
-    model = joblib.load(out)
+    model = skdict.load(out)
     assert isinstance(model, SparseAutoencoder)
     assert model.k == 3 and model.batch_size == 64
     np.testing.assert_allclose(np.linalg.norm(model.components_, axis=1), 1, rtol=1e-5)
@@ -81,32 +89,32 @@ def test_fit_sae_writes_a_sparse_autoencoder(files):
 def test_encode_writes_csr_codes(files):
     tmp, X, _ = files
     out = tmp / "codes.npz"
-    assert main(["encode", str(tmp / "model.joblib"), str(tmp / "X.npy"), "-o", str(out),
+    assert main(["encode", str(tmp / "model.skdict"), str(tmp / "X.npy"), "-o", str(out),
                  "-q"]) == 0
     codes = sp.load_npz(out)
     assert sp.issparse(codes) and codes.format == "csr"
     assert codes.shape == (X.shape[0], 16)
     assert codes.getnnz(axis=1).max() <= 2
-    model = joblib.load(tmp / "model.joblib")
-    np.testing.assert_allclose(codes.toarray(), model.transform(X))
+    model = skdict.load(tmp / "model.skdict")
+    np.testing.assert_array_equal(codes.toarray(), model.transform(X))
 
 
 def test_encode_in_chunks_matches_one_pass(files):
     from skdict.cli import encode_in_chunks
 
     tmp, X, _ = files
-    model = joblib.load(tmp / "model.joblib")
+    model = skdict.load(tmp / "model.skdict")
     codes = encode_in_chunks(model, np.load(tmp / "X.npy", mmap_mode="r"), chunk=7)
     np.testing.assert_allclose(codes.toarray(), model.transform(X))
 
 
 def test_describe_prints_one_line_per_alive_atom(files, capsys):
     tmp, X, _ = files
-    model = joblib.load(tmp / "model.joblib")
+    model = skdict.load(tmp / "model.skdict")
     bank = ConceptBank.load(tmp / "bank.npz")
     expected = describe_atoms(model, bank, X=X[:20])
     np.save(tmp / "few.npy", X[:20])
-    assert main(["describe", str(tmp / "model.joblib"), "--concepts", str(tmp / "bank.npz"),
+    assert main(["describe", str(tmp / "model.skdict"), "--concepts", str(tmp / "bank.npz"),
                  "--embeddings", str(tmp / "few.npy"), "--top-k", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert 0 < len(lines) == expected.alive.sum() < 16
@@ -116,33 +124,64 @@ def test_describe_prints_one_line_per_alive_atom(files, capsys):
         assert f"{expected.names[atom, 0]} ({expected.scores[atom, 0]:.3f})" in line
 
 
-class _FirstAtomsText:
-    """Stands in for CLIPEmbedder: concept i is true atom i."""
+# A CLIP small enough to build in milliseconds, registered as a named open_clip config.
+_TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16,
+                   "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
+                 "layers": 1},
+}
+CONCEPTS = ["red", "green", "blue", "a dog", "a cat", "a car", "the sea", "a tree"]
 
-    def __init__(self, atoms):
-        self.atoms = atoms
 
-    def encode_text(self, texts):
-        return self.atoms[[int(t.split()[-1]) for t in texts]]
+@pytest.fixture(scope="module")
+def clip_checkpoint(tmp_path_factory, torch_one_thread):
+    """Random weights of a tiny CLIP in a local checkpoint file, as a user would have."""
+    open_clip = pytest.importorskip("open_clip")
+    import torch
+
+    tmp = tmp_path_factory.mktemp("clip")
+    config = tmp / "skdict-tiny-clip.json"
+    config.write_text(json.dumps(_TINY_CLIP))
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    weights = tmp / "tiny-clip.pt"
+    torch.save(open_clip.create_model("skdict-tiny-clip").state_dict(), weights)
+    return "skdict-tiny-clip", weights
 
 
-def test_describe_embeds_a_concepts_file(files, monkeypatch, capsys):
-    tmp, _, D_true = files
-    import skdict.cli
+def test_describe_embeds_a_concepts_file_with_a_clip_checkpoint(clip_checkpoint, tmp_path,
+                                                                capsys):
+    """The real --embedder path: parse, load the checkpoint, embed the names, describe."""
+    from sklearn.decomposition import SparseCoder
 
-    seen = []
-    monkeypatch.setattr(skdict.cli, "_parse_embedder",
-                        lambda spec: seen.append(spec) or _FirstAtomsText(D_true))
-    concepts = tmp / "true.txt"
-    concepts.write_text("\n".join(f"true atom {i}" for i in range(16)) + "\n")
-    assert main(["describe", str(tmp / "model.joblib"), "--concepts", str(concepts),
-                 "--embedder", "clip:ViT-B-32"]) == 0
-    assert seen == ["clip:ViT-B-32"]
-    expected = describe_atoms(joblib.load(tmp / "model.joblib"),
-                              ConceptBank.from_texts([f"true atom {i}" for i in range(16)],
-                                                     _FirstAtomsText(D_true)))
+    from skdict import CLIPEmbedder
+
+    name, weights = clip_checkpoint
+    embedder = CLIPEmbedder(name, pretrained=weights, device="cpu").fit()
+    T = embedder.encode_text(CONCEPTS)
+    atoms = T - T.mean(axis=0)  # one atom per concept, in the bank's centred space
+    model = SparseCoder(atoms / np.linalg.norm(atoms, axis=1, keepdims=True))
+    skdict.save(model, tmp_path / "model.skdict")
+    concepts = tmp_path / "concepts.txt"
+    concepts.write_text("\r\n".join(CONCEPTS) + "\r\n")  # Windows line ends too
+    assert main(["describe", str(tmp_path / "model.skdict"), "--concepts", str(concepts),
+                 "--embedder", f"clip:{name}:{weights}"]) == 0
     lines = capsys.readouterr().out.splitlines()
+    expected = describe_atoms(model, ConceptBank.from_texts(CONCEPTS, embedder))
     assert [line.split("\t")[2].split(" (")[0] for line in lines] == list(expected.names[:, 0])
+    assert list(expected.names[:, 0]) == CONCEPTS
+
+
+def test_embedder_checkpoint_of_another_model_is_one_line(clip_checkpoint, files, capsys):
+    tmp, _, _ = files
+    _, weights = clip_checkpoint
+    assert main(["describe", str(tmp / "model.skdict"), "--concepts", str(tmp / "concepts.txt"),
+                 "--embedder", f"clip:ViT-S-32:{weights}", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert f"pretrained={str(weights)!r} does not hold weights of model='ViT-S-32'" in err
+    assert err.count("\n") == 1
 
 
 @pytest.mark.parametrize("spec, model, pretrained", [
@@ -158,34 +197,40 @@ def test_embedder_spec(spec, model, pretrained):
 
 def test_describe_without_data_names_every_atom(files, capsys):
     tmp, _, _ = files
-    assert main(["describe", str(tmp / "model.joblib"), "--concepts", str(tmp / "bank.npz"),
+    assert main(["describe", str(tmp / "model.skdict"), "--concepts", str(tmp / "bank.npz"),
                  "--top-k", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 16
     assert all(line.count("true atom") == 2 for line in lines)
 
 
-def test_score_prints_the_three_scores(files, capsys):
+def test_score_prints_the_scores_and_their_null_levels(files, capsys):
     tmp, X, _ = files
-    model = joblib.load(tmp / "model.joblib")
+    model = skdict.load(tmp / "model.skdict")
     bank = ConceptBank.load(tmp / "bank.npz")
-    assert main(["score", str(tmp / "model.joblib"), str(tmp / "X.npy"), "--concepts",
+    assert main(["score", str(tmp / "model.skdict"), str(tmp / "X.npy"), "--concepts",
                  str(tmp / "bank.npz"), "-q"]) == 0
     out = capsys.readouterr().out
     X_hat = model.inverse_transform(model.transform(X))
+    n_alive = round(16 * (1 - metrics.dead_fraction(model, X)))
+    assert re.search(rf"^alive atoms\s+{n_alive} / 16\s+–$", out, re.M), out
     for name, value in [
         ("signal recovered", metrics.signal_recovered(X, X_hat)),
-        ("faithfulness", metrics.faithfulness(model, X, bank)),
-        ("specificity", metrics.specificity(model, X, bank)),
+        ("explained variance", metrics.explained_variance(X, X_hat)),
     ]:
-        assert re.search(rf"^{name}\s+{value:.3f}$", out, re.M), (name, out)
+        assert re.search(rf"^{name}\s+{value:.3f}\s+–$", out, re.M), (name, out)
+    for name in ("faithfulness", "specificity"):
+        score = getattr(metrics, name)
+        value, null = score(model, X, bank), score(model, X, bank, baseline=True)
+        assert re.search(rf"^{name}\s+{value:.3f}\s+{null:.3f}$", out, re.M), (name, out)
 
 
 def test_score_without_bank_leaves_description_scores_blank(files, capsys):
     tmp, _, _ = files
-    assert main(["score", str(tmp / "model.joblib"), str(tmp / "X.npy")]) == 0
+    assert main(["score", str(tmp / "model.skdict"), str(tmp / "X.npy")]) == 0
     captured = capsys.readouterr()
-    assert re.search(r"^faithfulness\s+–$", captured.out, re.M)
+    assert re.search(r"^faithfulness\s+–\s+–$", captured.out, re.M)
+    assert re.search(r"^explained variance\s+\d\.\d{3}\s+–$", captured.out, re.M)
     assert "need a concept bank" in captured.err
 
 
@@ -194,17 +239,18 @@ def test_explore_writes_the_site(files):
     labels = tmp / "labels.txt"
     labels.write_text("".join(f"row {i}\n" for i in range(X.shape[0])))
     out = tmp / "site"
-    assert main(["explore", str(tmp / "model.joblib"), str(tmp / "X.npy"), "--out", str(out),
+    assert main(["explore", str(tmp / "model.skdict"), str(tmp / "X.npy"), "--out", str(out),
                  "--concepts", str(tmp / "bank.npz"), "--labels", str(labels),
-                 "--compare", str(tmp / "model.joblib"), "-q"]) == 0
+                 "--compare", str(tmp / "model.skdict"), "-q"]) == 0
     index = (out / "index.html").read_text()
     assert "<html" in index.lower()
     assert len(list(out.rglob("*"))) > 3
+    assert not [p for p in tmp.iterdir() if p.name.startswith(".site")]  # no staging left
 
 
 def test_quiet_prints_nothing(files, capsys):
     tmp, _, _ = files
-    main(["encode", str(tmp / "model.joblib"), str(tmp / "X.npy"), "-o",
+    main(["encode", str(tmp / "model.skdict"), str(tmp / "X.npy"), "-o",
           str(tmp / "quiet.npz"), "--quiet"])
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
@@ -213,35 +259,64 @@ def test_quiet_prints_nothing(files, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["fit", "{tmp}/missing.npy", "-o", "{tmp}/m.joblib"],
+        (["fit", "{tmp}/missing.npy", "-o", "{tmp}/m.skdict"],
          "embeddings file '{tmp}/missing.npy' does not exist"),
-        (["fit", "{tmp}/vector.npy", "-o", "{tmp}/m.joblib"], "expected a 2-D array"),
-        (["fit", "{tmp}/empty", "-o", "{tmp}/m.joblib"], "holds no .npy shards"),
+        (["fit", "{tmp}/vector.npy", "-o", "{tmp}/m.skdict"], "expected a 2-D array"),
+        (["fit", "{tmp}/empty", "-o", "{tmp}/m.skdict"], "holds no .npy shards"),
+        (["fit", "{tmp}/zero.npy", "-o", "{tmp}/m.skdict"],
+         "embeddings file '{tmp}/zero.npy' is empty (0 bytes)"),
         (["fit", "{tmp}/X.npy", "--n-components", "2", "--n-nonzero", "5", "-o",
-          "{tmp}/m.joblib"], "n_nonzero_coefs=5 must be between 1"),
-        (["encode", "{tmp}/nothing.joblib", "{tmp}/X.npy", "-o", "{tmp}/c.npz"],
-         "model file '{tmp}/nothing.joblib' does not exist"),
-        (["encode", "{tmp}/junk.joblib", "{tmp}/X.npy", "-o", "{tmp}/c.npz"],
-         "cannot read model '{tmp}/junk.joblib'"),
-        (["encode", "{tmp}/dict.joblib", "{tmp}/X.npy", "-o", "{tmp}/c.npz"],
-         "holds a dict, not a fitted skdict dictionary"),
-        (["encode", "{tmp}/model.joblib", "{tmp}/narrow.npy", "-o", "{tmp}/c.npz"],
+          "{tmp}/m.skdict"], "n_nonzero_coefs=5 must be between 1"),
+        (["fit", "{tmp}/X.npy", "-o", "{tmp}/m.joblib"],
+         "skdict writes models in the .skdict format"),
+        (["encode", "{tmp}/nothing.skdict", "{tmp}/X.npy", "-o", "{tmp}/c.npz"],
+         "model file '{tmp}/nothing.skdict' does not exist"),
+        (["encode", "{tmp}/zero.npy", "{tmp}/X.npy", "-o", "{tmp}/c.npz"],
+         "model file '{tmp}/zero.npy' is empty (0 bytes)"),
+        (["encode", "{tmp}/model.joblib", "{tmp}/X.npy", "-o", "{tmp}/c.npz"],
+         "'{tmp}/model.joblib' is not a .skdict model file. If it is a pickle or joblib "
+         "file you trust, pass --trust-pickle"),
+        (["encode", "{tmp}/X.npz", "{tmp}/X.npy", "-o", "{tmp}/c.npz"],
+         "'{tmp}/X.npz' is not a .skdict model file"),
+        (["encode", "{tmp}/junk.joblib", "{tmp}/X.npy", "-o", "{tmp}/c.npz", "--trust-pickle"],
+         "cannot read model '{tmp}/junk.joblib': not a joblib or pickle file"),
+        (["encode", "{tmp}/dict.joblib", "{tmp}/X.npy", "-o", "{tmp}/c.npz", "--trust-pickle"],
+         "holds a dict, not a dictionary learner; skdict commands accept DoubleBatchKSVD"),
+        (["encode", "{tmp}/pca.joblib", "{tmp}/X.npy", "-o", "{tmp}/c.npz", "--trust-pickle"],
+         "'{tmp}/pca.joblib' holds a PCA, not a dictionary learner; skdict commands accept "
+         "DoubleBatchKSVD, SparseAutoencoder, or scikit-learn's MiniBatchDictionaryLearning"),
+        (["score", "{tmp}/pca.joblib", "{tmp}/X.npy", "--trust-pickle"], "holds a PCA"),
+        (["describe", "{tmp}/pca.joblib", "--concepts", "{tmp}/bank.npz", "--trust-pickle"],
+         "holds a PCA"),
+        (["explore", "{tmp}/pca.joblib", "{tmp}/X.npy", "--out", "{tmp}/s", "--trust-pickle"],
+         "holds a PCA"),
+        (["encode", "{tmp}/model.skdict", "{tmp}/narrow.npy", "-o", "{tmp}/c.npz"],
          "has 5 features per row but the model was fitted on 12"),
-        (["describe", "{tmp}/model.joblib", "--concepts", "{tmp}/X.npz"],
+        (["encode", "{tmp}/model.skdict", "{tmp}/zero.npy", "-o", "{tmp}/c.npz"],
+         "embeddings file '{tmp}/zero.npy' is empty (0 bytes)"),
+        (["describe", "{tmp}/model.skdict", "--concepts", "{tmp}/X.npz"],
          "cannot read concept bank '{tmp}/X.npz'"),
-        (["describe", "{tmp}/model.joblib", "--concepts", "{tmp}/nobank.npz"],
+        (["describe", "{tmp}/model.skdict", "--concepts", "{tmp}/nobank.npz"],
          "concept bank '{tmp}/nobank.npz' does not exist"),
-        (["describe", "{tmp}/model.joblib", "--concepts", "{tmp}/narrow_bank.npz"],
+        (["describe", "{tmp}/model.skdict", "--concepts", "{tmp}/narrow_bank.npz"],
          "the concept bank has 5-dimensional embeddings"),
-        (["describe", "{tmp}/model.joblib", "--concepts", "{tmp}/concepts.txt"],
-         "needs --embedder"),
-        (["describe", "{tmp}/model.joblib", "--concepts", "{tmp}/concepts.txt",
+        (["describe", "{tmp}/model.skdict", "--concepts", "{tmp}/concepts.txt"],
+         "needs --embedder clip:MODEL[:PRETRAINED] to embed the names; with vectors of "
+         "your own, build a bank"),
+        (["describe", "{tmp}/model.skdict", "--concepts", "{tmp}/vectors.npy"],
+         "holds vectors without names; build a bank from names and vectors in Python: "
+         "ConceptBank(names, vectors).save('bank.npz'), then pass --concepts bank.npz"),
+        (["describe", "{tmp}/model.skdict", "--concepts", "{tmp}/blank.txt",
+          "--embedder", "clip:ViT-S-32"], "'{tmp}/blank.txt': line 2 is blank"),
+        (["describe", "{tmp}/model.skdict", "--concepts", "{tmp}/concepts.txt",
           "--embedder", "timm:vit"], "--embedder 'timm:vit' is not understood"),
-        (["describe", "{tmp}/model.joblib"], "describe needs --concepts"),
-        (["score", "{tmp}/model.joblib", "{tmp}/vector.npy"], "expected a 2-D array"),
-        (["explore", "{tmp}/model.joblib", "{tmp}/X.npy", "--out", "{tmp}/s", "--labels",
-          "{tmp}/concepts.txt"], "has 2 labels but the embeddings have 240 rows"),
-        (["explore", "{tmp}/model.joblib", "{tmp}/X.npy", "--out", "{tmp}/s", "--images",
+        (["describe", "{tmp}/model.skdict"], "describe needs --concepts"),
+        (["score", "{tmp}/model.skdict", "{tmp}/vector.npy"], "expected a 2-D array"),
+        (["explore", "{tmp}/model.skdict", "{tmp}/X.npy", "--out", "{tmp}/s", "--labels",
+          "{tmp}/concepts.txt"],
+         "labels file '{tmp}/concepts.txt' has 2 lines but the embeddings have 240 rows: "
+         "rows 3 to 240 have no line"),
+        (["explore", "{tmp}/model.skdict", "{tmp}/X.npy", "--out", "{tmp}/s", "--images",
           "{tmp}/X.npy"], "expected (240, H, W) or (240, H, W, C)"),
     ],
 )
@@ -255,6 +330,231 @@ def test_errors_exit_2_with_one_line(files, argv, message, capsys):
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_pca_is_refused_by_save_too(files):
+    tmp, X, _ = files
+    with pytest.raises(TypeError, match="skdict.save accepts DoubleBatchKSVD"):
+        skdict.save(PCA(2).fit(X), tmp / "pca.skdict")
+
+
+def test_a_pickle_runs_no_code_without_trust_pickle(files, tmp_path, capsys):
+    """A model file that would create a file when unpickled is refused, not run."""
+    tmp, _, _ = files
+    marker = tmp_path / "pwned"
+    (tmp_path / "evil.joblib").write_bytes(
+        b"cbuiltins\nopen\n(V" + str(marker).encode() + b"\nVw\ntR."
+    )
+    assert main(["encode", str(tmp_path / "evil.joblib"), str(tmp / "X.npy"), "-o",
+                 str(tmp_path / "c.npz"), "-q"]) == 2
+    assert "--trust-pickle" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def test_commands_read_a_saelens_folder(files, tmp_path):
+    pytest.importorskip("safetensors")
+    tmp, X, _ = files
+    sae = SparseAutoencoder(16, k=2, max_iter=2, batch_size=64, device="cpu",
+                            random_state=0).fit(X)
+    folder = skdict.save(sae, tmp_path / "sae", format="saelens")
+    out = tmp_path / "codes.npz"
+    assert main(["encode", str(folder), str(tmp / "X.npy"), "-o", str(out), "-q"]) == 0
+    # float32 weights with scale_ folded in: agreement to float32 rounding (see
+    # test_persistence.test_saelens_export_encodes_like_the_sae)
+    np.testing.assert_allclose(sp.load_npz(out).toarray(), sae.transform(X), rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_trust_pickle_reads_a_joblib_model(files, tmp_path):
+    tmp, X, _ = files
+    out = tmp_path / "codes.npz"
+    assert main(["encode", str(tmp / "model.joblib"), str(tmp / "X.npy"), "-o", str(out),
+                 "--trust-pickle", "-q"]) == 0
+    np.testing.assert_array_equal(sp.load_npz(out).toarray(),
+                                  skdict.load(tmp / "model.skdict").transform(X))
+
+
+def test_fit_refuses_to_overwrite_its_input(files, tmp_path, capsys):
+    tmp, _, _ = files
+    X_path = tmp_path / "x.npy"
+    X_path.write_bytes((tmp / "X.npy").read_bytes())
+    before = X_path.read_bytes()
+    assert main(["fit", str(X_path), "-o", str(X_path), "-q"]) == 2
+    assert f"-o {str(X_path)!r} is also an input" in capsys.readouterr().err
+    assert X_path.read_bytes() == before
+    X_npz = tmp_path / "x.npz"
+    X_npz.write_bytes((tmp / "X.npz").read_bytes())
+    assert main(["encode", str(tmp / "model.skdict"), str(X_npz), "-o", str(tmp_path / "x"),
+                 "-q"]) == 2  # -o x writes x.npz: the input
+    assert f"-o {str(X_npz)!r} is also an input" in capsys.readouterr().err
+    assert X_npz.read_bytes() == (tmp / "X.npz").read_bytes()
+
+
+@pytest.mark.parametrize("case", ["folder as file", "file as folder"])
+def test_bad_output_paths_fail_before_any_work(files, tmp_path, case, capsys):
+    """The output is checked first: the (missing) embeddings are never reached."""
+    tmp, _, _ = files
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "a_folder").mkdir()
+    output = {"folder as file": tmp_path / "a_folder",
+              "file as folder": tmp_path / "a_file" / "model.skdict"}[case]
+    message = {"folder as file": "is a directory; give a file name",
+               "file as folder": f"{str(tmp_path / 'a_file')!r} is a file, not a folder"}[case]
+    for argv in (["fit", str(tmp_path / "missing.npy"), "-o", str(output)],
+                 ["encode", str(tmp / "model.skdict"), str(tmp_path / "missing.npy"), "-o",
+                  str(output if case == "file as folder" else tmp_path / "a_folder.npz")]):
+        if case == "folder as file" and argv[0] == "encode":
+            (tmp_path / "a_folder.npz").mkdir(exist_ok=True)
+        assert main(argv + ["-q"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    site = tmp_path / "a_file"
+    assert main(["explore", str(tmp / "model.skdict"), str(tmp_path / "missing.npy"),
+                 "--out", str(site), "-q"]) == 2
+    assert f"--out {str(site)!r} is a file; give a folder" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
+                    reason="root writes through permission bits")
+def test_unwritable_output_folder_fails_before_any_work(files, tmp_path, capsys):
+    tmp, _, _ = files
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert main(["fit", str(tmp_path / "missing.npy"), "-o",
+                     str(locked / "sub" / "m.skdict"), "-q"]) == 2
+    finally:
+        locked.chmod(0o700)
+    assert f"cannot write in {str(locked)!r}" in capsys.readouterr().err
+
+
+def test_encode_reports_the_file_it_wrote(files, tmp_path, capsys):
+    tmp, _, _ = files
+    assert main(["encode", str(tmp / "model.skdict"), str(tmp / "X.npy"), "-o",
+                 str(tmp_path / "out")]) == 0
+    assert f"saved to {tmp_path / 'out.npz'}" in capsys.readouterr().err
+    assert sp.load_npz(tmp_path / "out.npz").shape == (240, 16)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_write_keeps_the_previous_files(files, tmp_path, monkeypatch):
+    """A write that dies half-way (here: numpy raising mid-file) leaves the old files."""
+    tmp, _, _ = files
+    model = tmp_path / "model.skdict"
+    codes = tmp_path / "codes.npz"
+    model.write_bytes((tmp / "model.skdict").read_bytes())
+    codes.write_bytes(b"previous codes")
+    before = model.read_bytes()
+
+    def dies_half_way(file, *args, **kwargs):
+        file.write(b"partial")
+        raise KeyboardInterrupt  # what a SIGINT raises; SIGTERM kills before any cleanup
+
+    monkeypatch.setattr(np.lib.format, "write_array", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        main(["fit", str(tmp / "X.npy"), "--n-components", "4", "--n-nonzero", "1",
+              "--max-iter", "1", "-o", str(model), "-q"])
+    monkeypatch.setattr(sp, "save_npz", lambda file, *a, **k: dies_half_way(file))
+    with pytest.raises(KeyboardInterrupt):
+        main(["encode", str(model), str(tmp / "X.npy"), "-o", str(codes), "-q"])
+    assert model.read_bytes() == before
+    assert codes.read_bytes() == b"previous codes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["codes.npz", "model.skdict"]
+
+
+def test_sigterm_during_save_keeps_the_previous_model(files, tmp_path):
+    """The issue's case: a process killed while writing the model file."""
+    tmp, _, _ = files
+    model = tmp_path / "model.skdict"
+    model.write_bytes((tmp / "model.skdict").read_bytes())
+    before = model.read_bytes()
+    script = (
+        "import os, signal, numpy as np\n"
+        "from skdict.cli import main\n"
+        "def killed(file, *a, **k):\n"
+        "    file.write(b'partial'); os.kill(os.getpid(), signal.SIGTERM)\n"
+        "np.lib.format.write_array = killed\n"
+        f"main(['fit', {str(tmp / 'X.npy')!r}, '--n-components', '4', '--n-nonzero', '1',"
+        f" '--max-iter', '1', '-o', {str(model)!r}, '-q'])\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True)
+    assert result.returncode == -15  # killed by SIGTERM, with no chance to clean up
+    assert model.read_bytes() == before
+
+
+LABELS = ["plain", "a\u2028b", "c\x85d", "e\ff", "", "last\r"]
+
+
+def test_text_files_split_on_newlines_only(tmp_path):
+    from skdict._cli_io import read_lines
+
+    path = tmp_path / "labels.txt"
+    path.write_bytes("\n".join(LABELS).encode() + b"\n")
+    assert read_lines(path, "labels file", allow_blank=True) == [
+        "plain", "a\u2028b", "c\x85d", "e\ff", "", "last"]
+
+
+def test_explore_keeps_labels_aligned_with_rows(files, tmp_path):
+    """Every row's label reaches the site next to that row (a blank line included)."""
+    tmp, X, _ = files
+    labels = [f"{i}{LABELS[i % len(LABELS)]}" for i in range(X.shape[0])]
+    labels[7] = ""
+    path = tmp_path / "labels.txt"
+    path.write_bytes("\n".join(labels).encode())
+    out = tmp_path / "site"
+    assert main(["explore", str(tmp / "model.skdict"), str(tmp / "X.npy"), "--out", str(out),
+                 "-q", "--labels", str(path)]) == 0
+    script = (out / "data" / "pages" / "0.js").read_text(encoding="utf-8")
+    pages = json.loads(script[script.index("] = ") + 4:].rstrip().rstrip(";"))
+    shown = [(row, label) for page in pages for row, _, label in page["top"]]
+    assert len(shown) > 50
+    assert all(label == labels[row].removesuffix("\r") for row, label in shown)
+
+
+def test_label_count_mismatch_names_the_line(files, tmp_path, capsys):
+    tmp, X, _ = files
+    path = tmp_path / "labels.txt"
+    path.write_text("".join(f"row {i}\n" for i in range(X.shape[0] + 3)))
+    assert main(["explore", str(tmp / "model.skdict"), str(tmp / "X.npy"), "--out",
+                 str(tmp_path / "s"), "--labels", str(path), "-q"]) == 2
+    assert "has 243 lines but the embeddings have 240 rows: line 241 is the first without " \
+        "an embedding row" in capsys.readouterr().err
+
+
+def test_corrupt_image_is_one_line_and_leaves_the_site_alone(files, tmp_path, capsys):
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    tmp, X, _ = files
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(X.shape[0]):
+        Image.new("RGB", (4, 4), (i, 0, 0)).save(images / f"{i:03d}.png")
+    out = tmp_path / "site"
+    args = ["explore", str(tmp / "model.skdict"), str(tmp / "X.npy"), "--out", str(out),
+            "--images", str(images), "-q"]
+    assert main(args) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    (images / "007.png").write_bytes(b"\x89PNG but not really")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"cannot read image {str(images / '007.png')!r}" in err
+    assert err.count("\n") == 1
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_failed_site_build_leaves_no_half_built_site(files, tmp_path):
+    """build_site stages the site: an error while writing thumbnails leaves nothing."""
+    from skdict.explore import build_site
+
+    tmp, X, _ = files
+    model = skdict.load(tmp / "model.skdict")
+    images = [str(tmp_path / "missing.png")] * X.shape[0]
+    with pytest.raises(FileNotFoundError):
+        build_site(model, X, tmp_path / "site", images=images, top_k=2)
+    assert list(tmp_path.iterdir()) == []
+
+
 def _run(*args, cwd):
     env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
     return subprocess.run([sys.executable, "-m", "skdict", *args], cwd=cwd, env=env,
@@ -262,10 +562,10 @@ def _run(*args, cwd):
 
 
 def test_console_error_has_no_traceback(tmp_path):
-    result = _run("encode", "missing.joblib", "missing.npy", "-o", "c.npz", cwd=tmp_path)
+    result = _run("encode", "missing.skdict", "missing.npy", "-o", "c.npz", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "skdict encode: error: model file 'missing.joblib' does not exist."
+        "skdict encode: error: model file 'missing.skdict' does not exist."
     )
 
 

@@ -137,6 +137,7 @@ def test_top_samples_are_highest_activations(site, estimator, digits):
         column = np.abs(codes[:, k])
         expected = np.sort(column[column > 0])[::-1][:TOP_K]
         samples = [t[0] for t in atom["top"]]
+        # the site stores 4 significant digits (explore._number): relative error <= 5e-4
         np.testing.assert_allclose([abs(t[1]) for t in atom["top"]], expected, rtol=1e-3)
         np.testing.assert_allclose([t[1] for t in atom["top"]], codes[samples, k], rtol=1e-3)
         assert [t[2] for t in atom["top"]] == [labels[i] for i in samples]
@@ -149,6 +150,7 @@ def test_usage_and_mean_activation(site, estimator, digits):
     codes = estimator.transform(X)
     table = _read(site[0].parent, "atoms")
     active = codes != 0
+    # usage is stored with 6 significant digits (<= 5e-6 relative), the mean with 4
     np.testing.assert_allclose(table["usage"], active.mean(axis=0), rtol=1e-4)
     mean = np.abs(codes).sum(axis=0) / np.maximum(active.sum(axis=0), 1)
     np.testing.assert_allclose(table["mean"], mean, rtol=1e-3)

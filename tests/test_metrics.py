@@ -15,7 +15,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer
 
 from skdict import ConceptBank, DoubleBatchKSVD
+from skdict.concepts import random_bank
 from skdict._auroc import _row_ranks, row_auroc
+from skdict._description import _N_BASELINE_DRAWS
 from skdict.metrics import (
     coherence,
     dead_fraction,
@@ -26,6 +28,7 @@ from skdict.metrics import (
     make_reconstruction_scorer,
     make_specificity_scorer,
     reconstruction_scorer,
+    refit_sparsest,
     signal_recovered,
     specificity,
     unique_name_ratio,
@@ -163,6 +166,100 @@ def test_centring_removes_a_shared_offset():
     assert specificity(coder, X, shifted, center=False) < 0.5
 
 
+# --- null levels: known answers ---------------------------------------------
+
+NULLS = ["gaussian", "shuffled", "sphere"]
+
+
+@pytest.mark.parametrize("null", NULLS)
+def test_atoms_equal_to_the_bank_are_far_above_every_null(concept_data, null):
+    X, bank, _, coder = concept_data
+    # measured: faithfulness 1.00 vs nulls <= 0.83, specificity 1.0 vs <= 0.59
+    assert faithfulness(coder, X, bank) > faithfulness(coder, X, bank, baseline=null) + 0.15
+    assert specificity(coder, X, bank) > specificity(coder, X, bank, baseline=null) + 0.3
+
+
+def test_baseline_true_is_the_gaussian_null(concept_data):
+    X, bank, _, coder = concept_data
+    for score in (faithfulness, specificity):
+        assert score(coder, X, bank, baseline=True) == score(coder, X, bank, baseline="gaussian")
+
+
+def test_unknown_baseline_is_rejected(concept_data):
+    X, bank, _, coder = concept_data
+    with pytest.raises(ValueError, match="baseline must be"):
+        faithfulness(coder, X, bank, baseline="uniform")
+
+
+def test_random_permutation_of_names_sits_on_the_shuffled_null(concept_data):
+    """One random assignment is one draw of the shuffled null.
+
+    Under "the name says nothing", an atom's AUROC has mean 1/2 and the
+    Mann-Whitney variance (n1 + n0 + 1) / (12 n1 n0); atoms fire on disjoint-ish
+    random rows, so the mean over m atoms has variance ~ mean(v) / m. The
+    single assignment and the null (mean of D draws) then differ by a normal
+    with variance mean(v) (1/m + 1/(m D)): 4 standard deviations is the band.
+    Specificity of the oracle is the share of fixed points of the permutation,
+    ~ Poisson(1) / m per draw: same band with variance 1/m^2 (1 + 1/D).
+    """
+    X, bank, _, coder = concept_data
+    names = np.random.default_rng(7).permutation(len(bank))
+    n1 = (coder.transform(X) > 0).sum(axis=0)
+    n0 = X.shape[0] - n1
+    m, D = len(bank), _N_BASELINE_DRAWS
+    v = np.mean((n1 + n0 + 1) / (12 * n1 * n0))
+    band = 4 * np.sqrt(v * (1 / m + 1 / (m * D)))
+    null = faithfulness(coder, X, bank, baseline="shuffled")
+    assert abs(faithfulness(coder, X, bank, names=names) - null) < band
+    band = 4 * np.sqrt((1 + 1 / D) / m**2)
+    null = specificity(coder, X, bank, baseline="shuffled")
+    assert abs(specificity(coder, X, bank, names=names) - null) < band
+
+
+@pytest.mark.parametrize("null", ["gaussian", "sphere"])
+def test_independent_random_banks_sit_on_their_null(concept_data, null):
+    """The null is the mean score of banks drawn from its distribution.
+
+    Score K independent banks: their mean m and standard deviation s estimate
+    the distribution of one draw, so the null (a mean of D draws) and m differ
+    by a normal with standard deviation s sqrt(1/D + 1/K): 4 of them is the band.
+    """
+    X, bank, _, coder = concept_data
+    K, D = 12, _N_BASELINE_DRAWS
+    for score in (faithfulness, specificity):
+        draws = [score(coder, X, random_bank(bank, 100 + i, null)) for i in range(K)]
+        band = 4 * np.std(draws, ddof=1) * np.sqrt(1 / D + 1 / K)
+        assert abs(score(coder, X, bank, baseline=null) - np.mean(draws)) <= band
+
+
+def _anisotropic_concept_data(rng, n_samples=600, n_features=64, n_concepts=40):
+    """Concepts in a narrow cone around a shared direction, spread over 8 directions."""
+    offset = 3.0 * np.ones(n_features) / np.sqrt(n_features)
+    basis = rng.standard_normal((8, n_features))
+    concepts = offset + rng.standard_normal((n_concepts, 8)) @ basis / 8
+    bank = ConceptBank([f"c{i}" for i in range(n_concepts)], concepts)
+    _, _, codes = make_concept_data(n_samples, n_features, n_concepts, 3)
+    X = codes @ bank.embeddings.astype(np.float64)
+    return X + 0.02 * rng.standard_normal(X.shape), bank
+
+
+def test_gaussian_null_keeps_the_geometry_the_sphere_ignores(rng):
+    """On an anisotropic bank (real embeddings are), random directions of the
+    same geometry score higher than uniform ones: the sphere flatters every
+    description, which is why the Gaussian null is the default."""
+    X, bank = _anisotropic_concept_data(rng)
+    coder = oracle_coder(bank)
+    T = bank.embeddings.astype(np.float64)
+    G = random_bank(bank, 0, "gaussian").embeddings.astype(np.float64)
+    # mean pairwise cosine: ~0.8 in the cone, ~0 on the sphere; 0.1 is far
+    # above the sampling error of the mean of 40 x 39 cosines
+    assert abs((T @ T.T).mean() - (G @ G.T).mean()) < 0.1
+    for score in (faithfulness, specificity):
+        assert score(coder, X, bank, baseline="gaussian") > score(
+            coder, X, bank, baseline="sphere"
+        )
+
+
 # Rows that drew concepts 30-39 keep fewer than 3 atoms; OMP warns it stopped early.
 @pytest.mark.filterwarnings("ignore:Orthogonal matching pursuit ended prematurely")
 def test_per_atom_scores_are_nan_for_dead_atoms(concept_data):
@@ -175,6 +272,20 @@ def test_per_atom_scores_are_nan_for_dead_atoms(concept_data):
         assert score(coder, X, bank) == pytest.approx(per_atom[:30].mean())
     assert dead_fraction(coder, X) == 0.25
     assert unique_name_ratio(coder, X, bank) == 1.0
+
+
+@pytest.mark.filterwarnings("ignore:Orthogonal matching pursuit ended prematurely")
+def test_count_dead_divides_by_all_atoms(concept_data):
+    """10 of 40 atoms are dead: counted as not specific, they cost 10/40."""
+    _, bank, codes, coder = concept_data
+    X = codes[:, :30] @ bank.embeddings[:30].astype(np.float64)
+    alive_share = 1 - dead_fraction(coder, X)
+    assert specificity(coder, X, bank, count_dead=True) == pytest.approx(
+        alive_share * specificity(coder, X, bank)
+    )
+    assert unique_name_ratio(coder, X, bank, count_dead=True) == pytest.approx(alive_share)
+    per_atom = specificity(coder, X, bank, count_dead=True, per_atom=True)
+    np.testing.assert_array_equal(per_atom[30:], 0.0)
 
 
 def test_sparsity_and_coherence(concept_data):
@@ -270,3 +381,47 @@ def test_bad_input_gives_clear_errors(concept_data):
         make_reconstruction_scorer("mse")
     with pytest.raises(ValueError, match="same shape"):
         signal_recovered(X, X[:, :3])
+
+
+# --- model selection: the sparsest setting that scores almost best -----------
+
+def _cv_results(ks, means, stds, name="score"):
+    return {"param_k": np.ma.masked_array(ks, dtype=object), f"mean_test_{name}": means,
+            f"std_test_{name}": stds}
+
+
+def test_refit_sparsest_takes_the_smallest_k_within_tolerance():
+    results = _cv_results([4, 8, 16], [0.60, 0.67, 0.68], [0.01, 0.02, 0.015])
+    assert refit_sparsest("k")(results) == 1  # 0.67 >= 0.68 - 0.015
+    assert refit_sparsest("k", tolerance=0.1)(results) == 0
+    assert refit_sparsest("k", tolerance=0)(results) == 2  # the plain argmax
+
+
+def test_refit_sparsest_breaks_ties_on_k_by_score_and_reads_named_scorers():
+    """Two settings share the sparsest k (another parameter differs): the better wins."""
+    results = _cv_results([16, 4, 4], [0.70, 0.66, 0.69], [0.02, 0.0, 0.0], name="rec")
+    assert refit_sparsest("k", score="rec")(results) == 2
+    with pytest.raises(ValueError, match="score="):
+        refit_sparsest("k")(results)
+    with pytest.raises(ValueError, match="param="):
+        refit_sparsest("n_nonzero_coefs", score="rec")(results)
+    with pytest.raises(ValueError, match="tolerance"):
+        refit_sparsest("k", tolerance=-1)
+
+
+def test_refit_sparsest_in_grid_search_prefers_fewer_nonzeros():
+    """With the reconstruction scorer the plain refit takes the largest k; a
+    tolerance as large as the gain from 2 to 4 non-zeros takes 2 instead."""
+    X, _, _ = make_concept_data(300, 16, 12, 2)
+    grid = {"n_nonzero_coefs": [2, 4]}
+    model = DoubleBatchKSVD(12, max_iter=3, random_state=0)
+    plain = GridSearchCV(model, grid, scoring=reconstruction_scorer, cv=2).fit(X)
+    assert plain.best_params_ == {"n_nonzero_coefs": 4}
+    means = plain.cv_results_["mean_test_score"]
+    sparse = GridSearchCV(
+        model, grid, scoring=reconstruction_scorer, cv=2,
+        # 1e-12 covers the rounding of the subtraction (values near 1, eps 2e-16)
+        refit=refit_sparsest("n_nonzero_coefs", tolerance=means[1] - means[0] + 1e-12),
+    ).fit(X)
+    assert sparse.best_params_ == {"n_nonzero_coefs": 2}
+    assert pickle.loads(pickle.dumps(sparse)).best_index_ == 0

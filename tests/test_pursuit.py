@@ -7,6 +7,7 @@ from hypothesis.extra.numpy import arrays
 from sklearn.linear_model import orthogonal_mp_gram
 
 from skdict.pursuit import sparse_encode
+from _tolerance import assert_same_codes
 
 
 def _unit_dictionary(rng, n_atoms, n_features, dtype=np.float64):
@@ -52,7 +53,10 @@ def test_matches_numpy_reference(algorithm, reference, seed):
     for x, code in zip(X, codes):
         support, coef = reference(x, D, 6)
         assert set(np.flatnonzero(code)) == set(support)
-        np.testing.assert_allclose(code[support], coef, atol=1e-5)
+        # float64 Cholesky updates vs an SVD least-squares solve: they differ by
+        # ~cond(G_S) * eps64 (cond < 1e3 for 6 of 40 random atoms in 15-D), far
+        # below 1e-8, which would still catch a wrong coefficient.
+        np.testing.assert_allclose(code[support], coef, atol=1e-8)
 
 
 def test_omp_matches_sklearn_on_generic_data(rng):
@@ -61,6 +65,7 @@ def test_omp_matches_sklearn_on_generic_data(rng):
     ours = sparse_encode(X, D, n_nonzero_coefs=12)
     theirs = orthogonal_mp_gram(D @ D.T, D @ X.T, n_nonzero_coefs=12).T
     np.testing.assert_array_equal(ours != 0, theirs != 0)
+    # float64, the same support, and two least-squares solves: cond(G_S) * eps64 << 1e-8.
     np.testing.assert_allclose(ours, theirs, atol=1e-8)
 
 
@@ -70,6 +75,7 @@ def test_omp_recovers_exact_sparse_codes(rng):
     for row in A:
         row[rng.choice(100, 4, replace=False)] = rng.uniform(1, 2, 4) * rng.choice([-1, 1], 4)
     codes = sparse_encode(A @ D, D, n_nonzero_coefs=4)
+    # exact codes exist; float64 recovers them up to cond(G_S) * eps64 * |A| << 1e-10
     np.testing.assert_allclose(codes, A, atol=1e-10)
 
 
@@ -79,7 +85,7 @@ def test_float32_in_float32_out(rng):
     codes = sparse_encode(X, D, n_nonzero_coefs=5)
     assert codes.dtype == np.float32
     ref = sparse_encode(X.astype(np.float64), D.astype(np.float64), n_nonzero_coefs=5)
-    np.testing.assert_allclose(codes, ref, atol=1e-4)
+    assert_same_codes(codes, ref, D, np.float32)
     # float64 dictionary with float32 data still codes in float32
     assert sparse_encode(X, D.astype(np.float64), n_nonzero_coefs=5).dtype == np.float32
 

@@ -13,6 +13,7 @@ from skdict.datasets import make_sparse_signals
 from skdict.metrics import _row_norms, atom_recovery_rate
 from skdict.pursuit import sparse_encode
 from _checks import estimator_check_params
+from _tolerance import assert_same_codes
 
 torch = pytest.importorskip("torch")
 
@@ -23,18 +24,11 @@ no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is pr
 # and on a shared CI machine a second spinning thread only waits for a core.
 _ONE_THREAD = dict(n_jobs=1)
 
-# Coefficient tolerance per dtype: the two backends sum in different orders.
-_ATOL = {np.float32: 1e-4, np.float64: 1e-10}
 
 
 def _unit_dictionary(rng, n_atoms, n_features, dtype=np.float64):
     D = rng.standard_normal((n_atoms, n_features))
     return (D / np.linalg.norm(D, axis=1, keepdims=True)).astype(dtype)
-
-
-def _assert_same_codes(numba_codes, torch_codes, dtype):
-    np.testing.assert_array_equal(numba_codes != 0, torch_codes != 0)
-    np.testing.assert_allclose(torch_codes, numba_codes, atol=_ATOL[dtype], rtol=0)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -47,7 +41,7 @@ def test_pursuit_matches_numba_on_generic_data(rng, dtype, algorithm, tol):
     numba_codes = sparse_encode(X, D, backend="numba", **kwargs)
     torch_codes = sparse_encode(X, D, backend="torch", **kwargs)
     assert torch_codes.dtype == dtype
-    _assert_same_codes(numba_codes, torch_codes, dtype)
+    assert_same_codes(torch_codes, numba_codes, D, dtype)
 
 
 @pytest.mark.parametrize("algorithm", ["omp", "mp"])
@@ -245,9 +239,10 @@ def test_cuda_pursuit_matches_numba(rng, dtype, algorithm):
     D = _unit_dictionary(rng, 80, 24, dtype)
     X = rng.standard_normal((200, 24)).astype(dtype)
     kwargs = dict(n_nonzero_coefs=8, algorithm=algorithm)
-    _assert_same_codes(
-        sparse_encode(X, D, backend="numba", **kwargs),
+    assert_same_codes(
         sparse_encode(X, D, backend="torch", device="cuda", **kwargs),
+        sparse_encode(X, D, backend="numba", **kwargs),
+        D,
         dtype,
     )
 
