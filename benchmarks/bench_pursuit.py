@@ -106,7 +106,9 @@ def main(argv=None):
     gram64 = gram.astype(np.float64)
     with threadpool_limits(args.threads):
         t_slice, codes = _median_time(
-            lambda: orthogonal_mp_gram(gram64, (D @ X[:s].T).astype(np.float64), n_nonzero_coefs=k),
+            lambda: orthogonal_mp_gram(
+                gram64, (D @ X[:s].T).astype(np.float64), n_nonzero_coefs=k
+            ),
             1,
         )
     rows.append((f"sklearn orthogonal_mp_gram (x{n / s:g} of {s:,} rows)", t_slice * n / s,
