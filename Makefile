@@ -37,10 +37,12 @@ bench: $(BENCH_INSTALLED)
 	$(PY) benchmarks/bench_ksvd.py
 	$(PY) benchmarks/bench_sae.py
 
-# Longer runs: 1M-row memory map (writes 2 GB to a temp dir) and numba vs torch.
+# Longer runs: 1M-row memory maps (2 GB and 3 GB in a temp dir), numba vs torch,
+# and the paper-scale fit (1M x 768 into 16,384 atoms; about an hour on 2 cores).
 bench-scale: $(BENCH_INSTALLED)
 	$(PY) benchmarks/bench_scale.py
 	$(PY) benchmarks/bench_torch.py
+	$(PY) benchmarks/bench_paper_scale.py --dask
 
 # Real sentence embeddings (all-MiniLM-L6-v2, offline): DoubleBatchKSVD vs SAE vs
 # scikit-learn at 1024 and 4096 atoms. Embeds 60,000 sentences once (cached under
