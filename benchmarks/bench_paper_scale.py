@@ -62,7 +62,9 @@ def _zipf_supports(rng, n_rows, n_atoms, k, exponent=1.0):
     step = max(1, 2**25 // n_atoms)
     for start in range(0, n_rows, step):
         stop = min(n_rows, start + step)
-        keys = log_w - np.log(-np.log(rng.random((stop - start, n_atoms), dtype=np.float32)))
+        # rng.random can return 0, whose Gumbel key would be -inf: clip to tiny.
+        u = np.maximum(rng.random((stop - start, n_atoms), dtype=np.float32), np.float32(1e-30))
+        keys = log_w - np.log(-np.log(u))
         supports[start:stop] = np.argpartition(-keys, k, axis=1)[:, :k]
     return supports
 

@@ -204,3 +204,12 @@ def test_fuzz_codes_are_finite_sparse_and_never_worse_than_zero(X, k, algorithm)
     assert np.all((codes != 0).sum(axis=1) <= k)
     residual = np.linalg.norm(X - codes @ D, axis=1)
     assert np.all(residual <= np.linalg.norm(X, axis=1) * (1 + 1e-9) + 1e-9)
+
+
+def test_gram_encoder_refuses_rows_in_another_dtype(rng):
+    from skdict.pursuit import GramEncoder
+
+    D = rng.standard_normal((8, 5))
+    encoder = GramEncoder(D, 2)
+    with pytest.raises(ValueError, match="X is float32 but the dictionary is float64"):
+        encoder.encode(rng.standard_normal((3, 5)).astype(np.float32))

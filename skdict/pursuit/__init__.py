@@ -96,6 +96,13 @@ class GramEncoder:
 
     def support(self, X):
         """Code the rows of a chunk; return (indices, values, counts)."""
+        if X.dtype != self.dictionary.dtype:
+            # The kernels read the correlations X Dᵀ through an integer view sized
+            # by X's dtype: a float64 dictionary would make them read garbage.
+            raise ValueError(
+                f"X is {X.dtype} but the dictionary is {self.dictionary.dtype}; cast "
+                "one to the other (sparse_encode does this for you)."
+            )
         if self._torch is not None:
             return self._torch.support(
                 X, self.algorithm, self.n_nonzero_coefs, self._thresh2, self._dep_tol
