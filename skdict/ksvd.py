@@ -64,14 +64,16 @@ class DoubleBatchKSVD(_BaseDictionary):
     each atom's singular pair is taken on rows weighted by
     ``1 / (||x_i|| max(||e_i||, 0.05 ||x_i||))``, ``e_i`` the current residual, a
     majorise-minimise step for that loss (Huber-smoothed below 5% relative
-    error). In full-batch mode a row keeps its previous code when the fresh
-    pursuit codes it worse, and a re-seeding that does not pay off at the next
-    coding is undone, so ``error_`` does not decrease (up to rounding, with
-    sequential atom updates; batches of atoms are a Jacobi-style approximation).
-    On the K-SVD paper's synthetic experiment (80 iterations, mean of 5
-    seeds) this recovers 84% / 97% / 98% of the atoms at 10 dB / 20 dB / no
+    error). Every iteration re-codes the rows from scratch, as K-SVD does:
+    keeping a row's old code when the greedy pursuit finds a worse one makes
+    ``error_`` monotone but freezes the supports, and the fit stalls (on
+    sentence embeddings at 0.537 train / 0.466 held-out signal recovered
+    after 14 iterations, against 0.591 / 0.518 after 50 when re-coding).
+    On the K-SVD paper's synthetic experiment (80 iterations, mean of seeds
+    0-4) this recovers 87% / 99% / 99% of the atoms at 10 dB / 20 dB / no
     noise, where the classic Frobenius update (``atom_update="frobenius"``)
-    with the same re-seeding recovers 82% / 86% / 92%.
+    recovers 88% / 95% / 97% and a textbook K-SVD (exact SVDs, scikit-learn's
+    OMP) 89% at 10 dB on the same signals.
 
     Parameters
     ----------
@@ -86,10 +88,13 @@ class DoubleBatchKSVD(_BaseDictionary):
         Stop coding a row once ``||x - x_hat|| / ||x|| <= pursuit_tol``.
     max_iter : int, default=50
         Number of iterations (coding + dictionary update), each on one batch.
-    tol : float, default=1e-4
+    tol : float, default=1e-6
         Stop when the relative change of the signal recovered (``error_``)
         between consecutive iterations (with `batch_size`: between consecutive
-        epochs' means) falls below `tol`. 0 disables the check.
+        epochs' means) falls below `tol`. 0 disables the check. The loss
+        flattens long before the atoms stop turning, so the default is small:
+        at 1e-4 the 10 dB paper experiment stopped after 30-50 of its 80
+        iterations and recovered 86% of the atoms instead of 89%.
     batch_size : int, default=None
         Rows per iteration, drawn without replacement epoch by epoch. None uses
         every row in every iteration (classic K-SVD).
@@ -215,7 +220,7 @@ class DoubleBatchKSVD(_BaseDictionary):
         pursuit="omp",
         pursuit_tol=None,
         max_iter=50,
-        tol=1e-4,
+        tol=1e-6,
         batch_size=None,
         atom_batch_size="auto",
         nested_groups=None,
@@ -348,9 +353,6 @@ class DoubleBatchKSVD(_BaseDictionary):
         start = time.perf_counter()
         window = _tol_window(X.shape[0], self.batch_size)
         batches = _minibatches(X.shape[0], self.batch_size, self._rng)
-        # Full-batch mode keeps the last iteration's codes, so that coding never
-        # makes a row worse and a re-seeding that does not pay off is undone.
-        previous = None
         batch_rows = X.shape[0] if self.batch_size is None else min(self.batch_size, X.shape[0])
         work = batch_rows * X.shape[1] * D.shape[0]
         with thread_limits(self.n_jobs, work), tqdm(
@@ -361,20 +363,15 @@ class DoubleBatchKSVD(_BaseDictionary):
                 rows = next(batches)
                 X_batch = _take(X, rows)
                 codes = self._encoder(D, gram, device).encode(X_batch, sparse_output=True)
-                if previous is not None:
-                    codes = previous.merge(X_batch, D, gram, codes)
                 residual, usage = self._update_dictionary(X_batch, D, codes, device)
-                errors = _relative_errors(X_batch, residual)
                 signal = 1.0 - (
-                    self._dask_error(X, D) if is_dask_array(X) else errors.mean()
+                    self._dask_error(X, D) if is_dask_array(X)
+                    else _relative_errors(X_batch, residual).mean()
                 )
                 history.append(signal)
                 gram = D @ D.T
-                reseeded = None
                 if reseed_last or iteration < n_iter - 1:
-                    reseeded = _reseed(D, residual, usage, gram)
-                if rows is None:
-                    previous = _PreviousCodes(codes, errors, reseeded)
+                    _reseed(D, residual, usage, gram)
                 self.n_iter_ += 1
                 self.atom_usage_ = usage
                 bar.set_postfix(signal_recovered=f"{signal:.4f}")
@@ -626,8 +623,7 @@ def _reseed(D, residual, usage, gram):
     it; only the least used one percent of atoms (at least one) are replaced per
     call, so that dictionaries with a long tail of legitimately rare atoms do not
     churn. New atoms are the residual directions of the worst-reconstructed
-    rows, one row per atom. Updates ``gram`` in place and returns the replaced
-    atoms' indices and old values (None when nothing was replaced).
+    rows, one row per atom. Updates ``gram`` in place.
     """
     n_atoms = D.shape[0]
     rare = np.flatnonzero((usage > 0) & (usage < usage.mean() / 4))
@@ -640,58 +636,15 @@ def _reseed(D, residual, usage, gram):
     worst = worst[errors[worst] > 0]
     dead = dead[: worst.size]
     if dead.size == 0:
-        return None
-    old_atoms = D[dead].copy()
+        return
     D[dead] = residual[worst] / np.sqrt(errors[worst])[:, None]
     _refresh_gram(gram, D, dead)
-    return dead, old_atoms
 
 
 def _refresh_gram(gram, D, atoms):
     rows = D[atoms] @ D.T
     gram[atoms, :] = rows
     gram[:, atoms] = rows.T
-
-
-class _PreviousCodes:
-    """Last full-batch iteration's codes, consistent with the dictionary it left.
-
-    K-SVD's coding step is greedy, so a fresh code can be worse than last
-    iteration's code for the same row. :meth:`merge` keeps, row by row, the
-    better of the two, which makes coding a descent step. If atoms were
-    re-seeded since, rows using them lost their code; when the fresh codes
-    cannot make up for that in total, the re-seeding is undone.
-    """
-
-    def __init__(self, codes, errors, reseeded):
-        self.codes = codes
-        self.errors = errors
-        self.reseeded = reseeded
-
-    def merge(self, X, D, gram, codes):
-        """Return the merged codes; may restore re-seeded atoms of D and gram."""
-        new_errors = _relative_errors(X, _residual(X, D, codes))
-        stale = np.zeros(X.shape[0], dtype=bool)
-        if self.reseeded is not None:
-            dead, old_atoms = self.reseeded
-            uses_dead = np.zeros(D.shape[0], dtype=bool)
-            uses_dead[dead] = True
-            stale = np.asarray(
-                self.codes.multiply(uses_dead[None, :]).getnnz(axis=1) > 0
-            )
-            best = np.where(stale, new_errors, np.minimum(new_errors, self.errors))
-            if best.mean() > self.errors.mean():
-                D[dead] = old_atoms
-                _refresh_gram(gram, D, dead)
-                return self.codes
-        keep_old = (self.errors < new_errors) & ~stale
-        if not keep_old.any():
-            return codes
-        merged = sp.diags((~keep_old).astype(X.dtype)) @ codes
-        merged = merged + sp.diags(keep_old.astype(X.dtype)) @ self.codes
-        merged = sp.csr_matrix(merged, dtype=X.dtype)
-        merged.eliminate_zeros()
-        return merged
 
 
 def _residual(X, D, codes):

@@ -34,7 +34,8 @@ def test_ksvd_paper_synthetic_recovery():
 
 def test_ksvd_paper_synthetic_recovery_at_10_db():
     """The same experiment at 10 dB, with the default parameters: Aharon et al.
-    report ~90%; skdict measured 84% (mean of seeds 0-4; per seed 72-90%)."""
+    report ~90%; skdict measured 87% (mean of seeds 0-4; per seed 80-94%), as a
+    textbook K-SVD (exact SVD updates) does on the same signals."""
     rates = []
     for seed in range(5):
         X, D_true, _ = make_sparse_signals(snr=10.0, random_state=seed)
@@ -42,21 +43,59 @@ def test_ksvd_paper_synthetic_recovery_at_10_db():
         rates.append(atom_recovery_rate(D_true, ksvd.fit(X).components_))
     # K-SVD trajectories depend on float rounding (BLAS, threads, CPU), so single
     # seeds move by several atoms between machines; the 5-seed mean's spread is
-    # about 0.04, hence a margin of two spreads below the measured 0.84. A broken
-    # atom update or re-seeding falls far below (random atoms recover none).
-    assert np.mean(rates) >= 0.75, rates
+    # about 0.014 (5-seed means of seeds 0-4, 100-104, ..., 900-904: 0.86-0.90,
+    # mean 0.876), hence a margin of 2.5 spreads below that mean. A broken atom
+    # update or re-seeding falls far below (random atoms recover none).
+    assert np.mean(rates) >= 0.84, rates
 
 
 @pytest.mark.parametrize("atom_batch_size", [1, 10])
-def test_full_batch_signal_recovered_never_decreases(atom_batch_size):
+def test_full_batch_fit_gains_far_more_than_any_recoding_dip(atom_batch_size):
+    """Every iteration re-codes all rows from scratch, as K-SVD does. Greedy OMP can
+    code some rows a little worse than last time (dips measured up to 0.0012 here,
+    seeds 0-3), while learning gains about 0.29 over 40 iterations."""
     X, _, _ = make_sparse_signals(random_state=3)
     ksvd = DoubleBatchKSVD(
         50, n_nonzero_coefs=3, max_iter=40, tol=0, atom_batch_size=atom_batch_size,
         random_state=0,
     ).fit(X)
     assert ksvd.n_iter_ == 40
-    assert np.diff(ksvd.error_).min() >= -1e-6
-    assert ksvd.error_[-1] > ksvd.error_[0] + 0.1
+    assert ksvd.error_[-1] > ksvd.error_[0] + 0.2
+    assert np.diff(ksvd.error_).min() > -0.01
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_sequential_atom_update_never_raises_its_loss(rng, weighted):
+    """With the codes fixed, each rank-1 step starts from the current atom and power
+    iteration only improves on it, so one sweep of sequential updates lowers the
+    squared error (Frobenius) or, through the majorise-minimise weights, the mean
+    relative error; round-off in float64 is far below the 1e-12 slack."""
+    from skdict._atom_update import atom_positions, subtract_codes, update_atoms
+
+    D = rng.standard_normal((12, 8))
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    X = rng.standard_normal((200, 8))
+    codes = sparse_encode(X, D, n_nonzero_coefs=3, sparse_output=True)
+    indptr, indices, data = codes.indptr, codes.indices, codes.data.copy()
+    residual = X.copy()
+    subtract_codes(residual, indptr, indices, data, D, 0, 12)
+    x_norms = np.linalg.norm(X, axis=1)
+
+    def loss(E):
+        if weighted:
+            return np.mean(np.linalg.norm(E, axis=1) / x_norms)
+        return np.sum(E**2)
+
+    before = loss(residual)
+    update_atoms(
+        residual, D, indptr, indices, data, *atom_positions(indptr, indices, 12),
+        rng.permutation(12), 1, x_norms, 0.05, weighted, 2,
+    )
+    assert loss(residual) <= before * (1 + 1e-12)
+    assert loss(residual) < before * 0.99
+    recoded = X.copy()
+    subtract_codes(recoded, indptr, indices, data, D, 0, 12)
+    np.testing.assert_allclose(residual, recoded, atol=1e-12)
 
 
 def test_error_history_is_signal_recovered_of_the_fit():
