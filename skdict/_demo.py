@@ -273,10 +273,17 @@ def _identifiability_figure(curves):
 
 def _table_rows(parts):
     return [
-        [part["key"], method, *(scores.get(c) for c in COLUMNS[2:])]
+        [part["key"], method, *(_cell(c, scores.get(c)) for c in COLUMNS[2:])]
         for part in parts
         for method, scores in part["scores"].items()
     ]
+
+
+def _cell(column, value):
+    """Atom counts are means over seeds: an integer when every seed agrees."""
+    if column == "alive atoms" and value is not None and float(value).is_integer():
+        return int(value)
+    return value
 
 
 def _build_explorer(out_dir, explorer):

@@ -588,6 +588,8 @@ def test_demo_quick_writes_report_and_results(tmp_path):
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     methods = {row[1] for row in results["rows"]}
     assert {"DoubleBatchKSVD", "sklearn MiniBatchDictionaryLearning"} <= methods
+    alive = [row[results["columns"].index("alive atoms")] for row in results["rows"]]
+    assert all(isinstance(a, int) or not float(a).is_integer() for a in alive), alive
     recovery = {row[1]: row[results["columns"].index("atom recovery")]
                 for row in results["rows"] if row[0] == "synthetic"}
     assert recovery["DoubleBatchKSVD"] > recovery["sklearn MiniBatchDictionaryLearning"]
