@@ -46,7 +46,8 @@ bench-scale: $(BENCH_INSTALLED)
 
 # Real sentence embeddings (all-MiniLM-L6-v2, offline): DoubleBatchKSVD vs SAE vs
 # scikit-learn at 1024 and 4096 atoms. Embeds 60,000 sentences once (cached under
-# ~/.cache/skdict); writes benchmarks/results/real/. BENCH_REAL_ARGS=--quick is shorter.
+# ~/.cache/skdict); writes benchmarks/results/real/ (benchmarks/results/real_60k/
+# holds the run on the docs' comparison page). BENCH_REAL_ARGS=--quick is shorter.
 bench-real: $(BENCH_INSTALLED)
 	$(PY) benchmarks/bench_real.py $(BENCH_REAL_ARGS)
 
