@@ -33,9 +33,9 @@ def _skdict_time_to_target(X, D_true, k, budget, **params):
     state = {"excluded": 0.0, "reached": None, "recovery": 0.0}
     start = time.perf_counter()
 
-    def watch(local):
+    def watch(fit):
         tick = time.perf_counter()
-        state["recovery"] = atom_recovery_rate(D_true, local["D"])
+        state["recovery"] = atom_recovery_rate(D_true, fit.components)
         if state["recovery"] >= TARGET:
             state["reached"] = tick - start - state["excluded"]
         state["excluded"] += time.perf_counter() - tick

@@ -46,7 +46,8 @@ import scipy.sparse as sp
 
 from skdict import DoubleBatchKSVD
 from skdict.metrics import atom_recovery_rate, signal_recovered
-from skdict.pursuit import GramEncoder, chunk_rows
+from skdict._backend.numba import NumbaBackend
+from skdict.pursuit import GramEncoder
 
 CHUNK = 20_000  # rows generated or transformed per step: bounds memory
 
@@ -115,10 +116,10 @@ def fit_to_plateau(X, X_test, args):
     curve, start = [], time.perf_counter()
 
     def callback(state):
-        iteration = state["self"].n_iter_
+        iteration = state.estimator.n_iter_
         if iteration % args.eval_every:
             return False
-        score = _held_out(state["D"], X_test, args.k, args.backend, args.device)
+        score = _held_out(state.components, X_test, args.k, args.backend, args.device)
         curve.append((time.perf_counter() - start, iteration, score))
         print(f"  it {iteration:4d}  {curve[-1][0]:7.0f} s  held-out signal recovered "
               f"{score:.4f}", flush=True)
@@ -142,7 +143,7 @@ def _timed(fn):
 
 def time_phases(model, X, args):
     """Seconds of each phase of one iteration, on one minibatch, with model's atoms."""
-    from skdict.ksvd import _reseed
+    from skdict._ksvd.reseed import reseed
 
     rng = np.random.default_rng(1)
     rows = np.sort(rng.choice(X.shape[0], min(args.batch_size, X.shape[0]), replace=False))
@@ -150,7 +151,7 @@ def time_phases(model, X, args):
     phases = {}
     phases["read minibatch (I/O)"], X_batch = _timed(lambda: np.asarray(X[rows]))
     phases["Gram D Dᵀ"], gram = _timed(lambda: D @ D.T)
-    step = chunk_rows(D.shape[0], 4)
+    step = NumbaBackend().chunk_rows(D.shape[0], args.k, 4)
 
     def gemm_only():
         for s in range(0, X_batch.shape[0], step):
@@ -161,10 +162,11 @@ def time_phases(model, X, args):
     t_encode, codes = _timed(lambda: encoder.encode(X_batch, sparse_output=True))
     phases["pursuit inner loop"] = t_encode - phases["GEMM X Dᵀ (floor)"]
     D_work = D.copy()
-    phases["atom update"], (residual, usage) = _timed(
-        lambda: model._update_dictionary(X_batch, D_work, codes.copy(), None)
+    phases["atom update"], residual = _timed(
+        lambda: model._update_dictionary(X_batch, D_work, codes.copy(), NumbaBackend())
     )
-    phases["re-seeding"], _ = _timed(lambda: _reseed(D_work, residual, usage, gram.copy()))
+    usage = np.bincount(codes.indices, minlength=D.shape[0])
+    phases["re-seeding"], _ = _timed(lambda: reseed(D_work, residual, usage, gram.copy()))
     return phases, rows.size, t_encode
 
 
@@ -224,7 +226,8 @@ def dask_check(model, path, X, local, local_time):
     with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster):
         dask_time, codes = _timed(lambda: model.transform(X_dask).compute())
-        error_time, remote_error = _timed(lambda: model._dask_error(X_dask, D))
+        error_time, remote_error = _timed(
+            lambda: 1 - model._signal_recovered(X_dask, None, D, None))
     codes = sp.csr_matrix(codes)
     same_support = np.mean([
         np.array_equal(np.sort(local[i].indices), np.sort(codes[i].indices))

@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from skdict.datasets import make_sparse_signals
-from skdict.metrics import _relative_errors
+from skdict._rows import relative_errors
 from skdict.pursuit import sparse_encode
 
 
@@ -36,7 +36,7 @@ def _median_time(fn, repeats):
 
 
 def _residual(X, codes, D):
-    return float(_relative_errors(X, X - codes @ D).mean())
+    return float(relative_errors(X, X - codes @ D).mean())
 
 
 def main(argv=None):

@@ -4,36 +4,31 @@ import time
 from numbers import Integral, Real
 
 import numpy as np
-import scipy.sparse as sp
 from sklearn.base import _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from tqdm.auto import tqdm
 
-from ._atom_update import atom_positions, find_duplicates, subtract_codes, update_atoms
+from ._backend import resolve_backend
 from ._base import _BaseDictionary
 from ._dask import check_dask_array, dask_relative_error_sum, is_dask_array
-from ._optional import resolve_backend
+from ._ksvd.encoder import GroupedEncoder, block_errors
+from ._ksvd.reseed import reseed
+from ._ksvd.schedule import converged, minibatches, take_rows, tol_window
+from ._ksvd.start import check_working_memory, group_bounds, initial_components
+from ._ksvd.state import FitState
 from ._parallel import thread_limits
-from ._sparse import stack_csr
-from ._validation import (
-    available_memory,
-    check_dictionary,
-    check_n_nonzero_coefs,
-    check_samples,
-    validate_samples,
-)
-from .metrics import _relative_errors, _row_norms
-from .pursuit import GramEncoder, chunk_rows
+from ._rows import _row_norms, relative_errors
+from ._validation import check_n_nonzero_coefs, validate_samples
 
-# Atoms closer than this (|cos|) to a more-used atom are re-seeded.
-_DUPLICATE_COS = 0.99
+__all__ = ["DoubleBatchKSVD", "FitState"]
+
 # Power iterations for each atom's rank-1 update. They start from the current
 # atom, which is already close to the leading singular vector after the first
 # few K-SVD iterations.
 _N_POWER_ITER = 2
 # Relative residual below which a row's weight in the atom update stops growing
-# (see _atom_update._rank1_atom). Without it, an atom initialised from a data row
+# (see _backend.numba.atom_update._rank1_atom). Without it, an atom initialised from a data row
 # fits that row exactly, gets an unbounded weight on it and stays pinned there.
 _WEIGHT_FLOOR = 0.05
 
@@ -144,8 +139,10 @@ class DoubleBatchKSVD(_BaseDictionary):
     verbose : int, default=0
         Show a progress bar with the signal recovered when > 0.
     callback : callable, default=None
-        Called as ``callback(locals())`` after each iteration; fitting stops if
-        it returns True.
+        Called as ``callback(state)`` after each iteration, with a
+        :class:`~skdict.ksvd.FitState` (the atoms, the batch, its codes and
+        residual, the signal recovered, the elapsed time); fitting stops if it
+        returns True.
 
     Attributes
     ----------
@@ -285,9 +282,9 @@ class DoubleBatchKSVD(_BaseDictionary):
                 )
         else:
             X = validate_samples(self, X, reset=True, min_samples=2)
-        device = self._torch_device()
-        self._start(X)
-        self._train(X, self.max_iter, reseed_last=False, device=device)
+        backend = self._backend()
+        self._start(X, backend)
+        self._train(X, self.max_iter, reseed_last=False, backend=backend)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -312,19 +309,19 @@ class DoubleBatchKSVD(_BaseDictionary):
         if is_dask_array(X):
             X = X.compute()
         X = validate_samples(self, X, reset=first)
-        device = self._torch_device()
+        backend = self._backend()
         if first:
-            self._start(X)
-        self._train(X, 1, reseed_last=True, device=device)
+            self._start(X, backend)
+        self._train(X, 1, reseed_last=True, backend=backend)
         return self
 
-    def _start(self, X):
+    def _start(self, X, backend):
         """Check parameters against X and set the initial state."""
         check_n_nonzero_coefs(self.n_nonzero_coefs, self.n_components)
-        self._groups = _group_bounds(self.nested_groups, self.n_components, self.n_nonzero_coefs)
-        _check_working_memory(self._groups, X, self.batch_size, self._torch_device())
+        self._groups = group_bounds(self.nested_groups, self.n_components, self.n_nonzero_coefs)
+        check_working_memory(self._groups, X, self.batch_size, backend)
         self._rng = check_random_state(self.random_state)
-        self.components_ = _initial_components(self.init, X, self.n_components, self._rng)
+        self.components_ = initial_components(self.init, X, self.n_components, self._rng)
         self.n_iter_ = 0
         self.error_ = np.empty(0)
         self.atom_usage_ = np.zeros(self.n_components, dtype=np.int64)
@@ -334,25 +331,24 @@ class DoubleBatchKSVD(_BaseDictionary):
             return int(np.clip(self.n_components // 32, 1, 256))
         return min(self.atom_batch_size, self.n_components)
 
-    def _torch_device(self):
-        """The torch device to run on, or None for the numba backend."""
-        return resolve_backend(self.backend, self.device)[1]
+    def _backend(self):
+        return resolve_backend(self.backend, self.device)
 
-    def _encoder(self, D, gram=None, device=None):
-        return _GroupedEncoder(D, self._groups, self.pursuit, self.pursuit_tol, gram, device)
+    def _encoder(self, D, gram=None, backend=None):
+        return GroupedEncoder(D, self._groups, self.pursuit, self.pursuit_tol, gram, backend)
 
     def _encode(self, X, sparse_output):
-        device = self._torch_device()
         with thread_limits(self.n_jobs, work=X.size * self.n_components):
             D = self.components_.astype(X.dtype, copy=False)
-            return self._encoder(D, device=device).encode(X, sparse_output)
+            return self._encoder(D, backend=self._backend()).encode(X, sparse_output)
 
-    def _train(self, X, n_iter, reseed_last, device):
+    def _train(self, X, n_iter, reseed_last, backend):
+        """Run up to `n_iter` iterations: code a batch, update the atoms, score,
+        re-seed, then ask the stop rules."""
         D = self.components_.astype(X.dtype, copy=False)
-        history = []
-        start = time.perf_counter()
-        window = _tol_window(X.shape[0], self.batch_size)
-        batches = _minibatches(X.shape[0], self.batch_size, self._rng)
+        history, start = [], time.perf_counter()
+        batches = minibatches(X.shape[0], self.batch_size, self._rng)
+        window = tol_window(X.shape[0], self.batch_size)
         batch_rows = X.shape[0] if self.batch_size is None else min(self.batch_size, X.shape[0])
         work = batch_rows * X.shape[1] * D.shape[0]
         with thread_limits(self.n_jobs, work), tqdm(
@@ -360,294 +356,56 @@ class DoubleBatchKSVD(_BaseDictionary):
         ) as bar:
             gram = D @ D.T
             for iteration in range(n_iter):
-                rows = next(batches)
-                X_batch = _take(X, rows)
-                codes = self._encoder(D, gram, device).encode(X_batch, sparse_output=True)
-                residual, usage = self._update_dictionary(X_batch, D, codes, device)
-                signal = 1.0 - (
-                    self._dask_error(X, D) if is_dask_array(X)
-                    else _relative_errors(X_batch, residual).mean()
-                )
-                history.append(signal)
+                X_batch = take_rows(X, next(batches))
+                codes, residual, usage = self._minibatch_step(X_batch, D, gram, backend)
+                signal = self._signal_recovered(X, X_batch, D, residual)
                 gram = D @ D.T
                 if reseed_last or iteration < n_iter - 1:
-                    _reseed(D, residual, usage, gram)
+                    reseed(D, residual, usage, gram)
+                history.append(signal)
                 self.n_iter_ += 1
                 self.atom_usage_ = usage
                 bar.set_postfix(signal_recovered=f"{signal:.4f}")
                 bar.update()
-                if self.callback is not None and self.callback(locals()):
-                    break
-                if _converged(history, window, self.tol):
-                    break
-                if self.max_time is not None and time.perf_counter() - start > self.max_time:
+                state = FitState(
+                    estimator=self, iteration=iteration + 1, components=D, batch=X_batch,
+                    codes=codes, residual=residual, atom_usage=usage,
+                    signal_recovered=signal, elapsed=time.perf_counter() - start,
+                )
+                if self._check_convergence(state, history, window):
                     break
         self.components_ = D
         self.error_ = np.concatenate([self.error_, history])
 
-    def _dask_error(self, X, D):
-        """Mean relative residual over all rows of a dask array, on the cluster."""
-        total = dask_relative_error_sum(
-            X, _block_errors, D, self._groups, self.pursuit, self.pursuit_tol
-        )
-        return total / X.shape[0]
+    def _minibatch_step(self, X_batch, D, gram, backend):
+        """Code the batch with D, then update D in place; return (codes, residual, usage)."""
+        codes = self._encoder(D, gram, backend).encode(X_batch, sparse_output=True)
+        usage = np.bincount(codes.indices, minlength=D.shape[0]).astype(np.int64)
+        residual = self._update_dictionary(X_batch, D, codes, backend)
+        return codes, residual, usage
 
-    def _update_dictionary(self, X, D, codes, device):
-        """K-SVD update of every group's atoms, in place; return (residual, usage)."""
-        indptr, indices, data = codes.indptr, codes.indices, codes.data
-        usage = np.bincount(indices, minlength=D.shape[0]).astype(np.int64)
-        x_norms = _row_norms(X)
-        atom_batch = self._atom_batch_size()
-        weighted = self.atom_update == "relative"
+    def _update_dictionary(self, X, D, codes, backend):
+        """K-SVD update of every group's atoms, in place; return the residual."""
         groups = [(lo, hi, lo + self._rng.permutation(hi - lo)) for lo, hi, _ in self._groups]
-        if device is not None:
-            from ._atom_update_torch import update_dictionary
-
-            residual = update_dictionary(
-                X, D, codes, groups, atom_batch, x_norms, _WEIGHT_FLOOR, weighted,
-                _N_POWER_ITER, device,
-            )
-            return residual, usage
-        atom_ptr, atom_rows, atom_pos = atom_positions(indptr, indices, D.shape[0])
-        residual = np.array(X, dtype=D.dtype, order="C", copy=True)
-        for lo, hi, order in groups:
-            subtract_codes(residual, indptr, indices, data, D, lo, hi)
-            update_atoms(
-                residual, D, indptr, indices, data, atom_ptr, atom_rows, atom_pos,
-                order, atom_batch, x_norms, _WEIGHT_FLOOR, weighted, _N_POWER_ITER,
-            )
-        return residual, usage
-
-
-class _GroupedEncoder:
-    """Codes rows group by group, each group on the residual of the ones before.
-
-    With a single group this is plain :class:`~skdict.pursuit.GramEncoder`.
-    """
-
-    def __init__(self, D, groups, pursuit, tol, gram=None, device=None):
-        self.D = D
-        self.groups = groups
-        self.encoders = [
-            GramEncoder(
-                D[lo:hi], k, pursuit, tol,
-                None if gram is None else np.ascontiguousarray(gram[lo:hi, lo:hi]),
-                device,
-            )
-            for lo, hi, k in groups
-        ]
-
-    def encode(self, X, sparse_output):
-        if len(self.encoders) == 1:
-            return self.encoders[0].encode(X, sparse_output)
-        step = chunk_rows(self.D.shape[0], X.dtype.itemsize)
-        blocks = [self._encode_chunk(X[s:s + step]) for s in range(0, X.shape[0], step)]
-        codes = stack_csr(blocks, self.D.shape[0], X.dtype)
-        return codes if sparse_output else codes.toarray()
-
-    def _encode_chunk(self, X):
-        residual = np.array(X, order="C", copy=True)
-        parts = []
-        for encoder in self.encoders:
-            codes = encoder.encode(residual, sparse_output=True)
-            subtract_codes(
-                residual, codes.indptr, codes.indices, codes.data, encoder.dictionary,
-                0, encoder.n_atoms,
-            )
-            parts.append(codes)
-        return sp.hstack(parts, format="csr")
-
-
-def _take(X, rows):
-    """Rows of X (all for None) in memory; gathered and validated for dask."""
-    if is_dask_array(X):
-        return check_samples((X if rows is None else X[rows]).compute())
-    return X if rows is None else X[rows]
-
-
-def _block_errors(block, D, groups, pursuit, tol):
-    """Relative residual of each row of one block coded with D."""
-    block = check_samples(block)
-    D = D.astype(block.dtype, copy=False)
-    codes = _GroupedEncoder(D, groups, pursuit, tol).encode(block, sparse_output=True)
-    return _relative_errors(block, _residual(block, D, codes))
-
-
-def _working_bytes(groups, n_features, n_rows, itemsize):
-    """Bytes a fit holds at its peak: the Gram matrices, the atoms and one batch's buffers.
-
-    The Gram matrix is held twice while ``D @ D.T`` is recomputed after each update;
-    with nested groups each group also gets its own contiguous block. The atoms are
-    held as ``components_`` and as the working copy; a batch's rows are copied
-    for the residual; the correlations of one chunk of rows take ~32 MiB.
-    """
-    n_atoms = groups[-1][1]
-    gram = 2 * n_atoms**2
-    if len(groups) > 1:
-        gram += sum((hi - lo) ** 2 for lo, hi, _ in groups)
-    return (gram + 2 * n_atoms * n_features + 2 * n_rows * n_features) * itemsize + 2**25
-
-
-def _check_working_memory(groups, X, batch_size, device):
-    """Refuse, before allocating, a fit that needs more memory than the machine has.
-
-    Without this, a million atoms meet a MemoryError (or the swap) only after
-    the slow initialisation. Fits on a CUDA device keep the Gram matrix there,
-    so they are not checked against host memory.
-    """
-    available = available_memory()
-    if available is None or (device is not None and device.type != "cpu"):
-        return
-    n_rows = X.shape[0] if batch_size is None else min(batch_size, X.shape[0])
-    needed = _working_bytes(groups, X.shape[1], n_rows, X.dtype.itemsize)
-    if needed <= available:
-        return
-    n_atoms = groups[-1][1]
-    rows_part = 2 * n_rows * X.shape[1] * X.dtype.itemsize
-    # Largest atom count whose two Gram matrices fit in what the rows leave free.
-    room = max(available - rows_part - 2**25, 0) / (2 * X.dtype.itemsize)
-    fits = int(np.sqrt(room))
-    fixes = [f"use at most about {fits} atoms (the Gram matrix grows as n_components**2)"]
-    if rows_part > available / 2:
-        fixes.append("set a smaller batch_size (rows held at once)")
-    if X.dtype == np.float64:
-        fixes.append("pass float32 data (half the memory)")
-    raise ValueError(
-        f"n_components={n_atoms} needs about {needed / 2**30:.1f} GiB of memory (the "
-        f"{n_atoms} x {n_atoms} Gram matrix, held twice while it is updated, and working "
-        f"buffers) but {available / 2**30:.1f} GiB is available; " + ", or ".join(fixes) + "."
-    )
-
-
-def _group_bounds(nested_groups, n_components, n_nonzero_coefs):
-    """(start, stop, n_nonzero_coefs) of each atom group."""
-    if nested_groups is None:
-        return [(0, n_components, n_nonzero_coefs)]
-    sizes = np.asarray(nested_groups)
-    if (
-        sizes.ndim != 1
-        or sizes.size == 0
-        or not np.issubdtype(sizes.dtype, np.integer)
-        or sizes[0] < 1
-        or np.any(np.diff(sizes) <= 0)
-        or sizes[-1] != n_components
-    ):
-        raise ValueError(
-            "nested_groups must be increasing positive ints ending at n_components="
-            f"{n_components}, e.g. ({n_components // 4}, {n_components}); got "
-            f"{nested_groups!r}."
+        return backend.update_dictionary(
+            X, D, codes, groups=groups, atom_batch_size=self._atom_batch_size(),
+            x_norms=_row_norms(X), weight_floor=_WEIGHT_FLOOR,
+            weighted=self.atom_update == "relative", n_power_iter=_N_POWER_ITER,
         )
-    n_groups = sizes.size
-    if n_nonzero_coefs < n_groups:
-        raise ValueError(
-            f"n_nonzero_coefs={n_nonzero_coefs} is smaller than the {n_groups} "
-            "nested_groups; each group needs at least one non-zero coefficient."
+
+    def _signal_recovered(self, X, X_batch, D, residual):
+        """The iteration's ``error_`` entry: on the batch, or on every row of a dask X."""
+        if not is_dask_array(X):
+            return 1.0 - relative_errors(X_batch, residual).mean()
+        total = dask_relative_error_sum(
+            X, block_errors, D, self._groups, self.pursuit, self.pursuit_tol
         )
-    shares = np.full(n_groups, n_nonzero_coefs // n_groups)
-    shares[: n_nonzero_coefs % n_groups] += 1
-    starts = np.concatenate([[0], sizes[:-1]])
-    bounds = []
-    for lo, hi, k in zip(starts, sizes, shares):
-        if k > hi - lo:
-            raise ValueError(
-                f"nested group of atoms {lo}..{hi} has {hi - lo} atoms but gets {k} "
-                "non-zero coefficients; use larger groups or fewer n_nonzero_coefs."
-            )
-        bounds.append((int(lo), int(hi), int(k)))
-    return bounds
+        return 1.0 - total / X.shape[0]
 
-
-def _initial_components(init, X, n_components, rng):
-    n_features = X.shape[1]
-    if isinstance(init, str) and init == "data":
-        norms = _any_row_norms(X)
-        chosen = rng.permutation(np.flatnonzero(norms > 0))[:n_components]
-        D = np.empty((n_components, n_features), dtype=np.float64)
-        D[: chosen.size] = _take(X, chosen) / norms[chosen, None]
-        D[chosen.size :] = rng.standard_normal((n_components - chosen.size, n_features))
-    elif isinstance(init, str):
-        D = rng.standard_normal((n_components, n_features))
-    else:
-        D = check_dictionary(init, n_features, name="init").astype(np.float64)
-        if D.shape[0] != n_components:
-            raise ValueError(
-                f"init has {D.shape[0]} atoms but n_components={n_components}; pass "
-                f"an array of shape ({n_components}, {n_features})."
-            )
-    norms = np.linalg.norm(D, axis=1)
-    if np.any(norms == 0):
-        raise ValueError("init contains an all-zero atom; every atom needs a direction.")
-    return np.ascontiguousarray(D / norms[:, None], dtype=X.dtype)
-
-
-def _any_row_norms(X):
-    if is_dask_array(X):
-        # Block by block with the same function, so that a dask fit starts from
-        # bit-identical atoms to the in-memory fit of the same data.
-        return X.map_blocks(
-            _row_norms, dtype=np.float64, drop_axis=1, meta=np.empty(0, dtype=np.float64)
-        ).compute()
-    return _row_norms(X)
-
-
-def _minibatches(n_samples, batch_size, rng):
-    """Yield row indices of each iteration's batch; None means all rows."""
-    if batch_size is None or batch_size >= n_samples:
-        while True:
-            yield None
-    while True:
-        perm = rng.permutation(n_samples)
-        for start in range(0, n_samples - batch_size + 1, batch_size):
-            yield np.sort(perm[start : start + batch_size])
-
-
-def _tol_window(n_samples, batch_size):
-    """Iterations per epoch: the window over which convergence is judged."""
-    if batch_size is None or batch_size >= n_samples:
-        return 1
-    return n_samples // batch_size
-
-
-def _converged(history, window, tol):
-    if tol == 0 or len(history) < 2 * window:
-        return False
-    current = np.mean(history[-window:])
-    previous = np.mean(history[-2 * window : -window])
-    return abs(current - previous) <= tol * max(abs(previous), 1e-12)
-
-
-def _reseed(D, residual, usage, gram):
-    """Replace unused, rarely used and duplicated atoms, in place.
-
-    An atom is rarely used when fewer rows than a quarter of the mean usage use
-    it; only the least used one percent of atoms (at least one) are replaced per
-    call, so that dictionaries with a long tail of legitimately rare atoms do not
-    churn. New atoms are the residual directions of the worst-reconstructed
-    rows, one row per atom. Updates ``gram`` in place.
-    """
-    n_atoms = D.shape[0]
-    rare = np.flatnonzero((usage > 0) & (usage < usage.mean() / 4))
-    rare = rare[np.argsort(usage[rare], kind="stable")][: max(1, n_atoms // 100)]
-    dead = find_duplicates(gram, usage, _DUPLICATE_COS) | (usage == 0)
-    dead[rare] = True
-    dead = np.flatnonzero(dead)
-    errors = np.einsum("ij,ij->i", residual, residual, dtype=np.float64)
-    worst = np.argsort(-errors, kind="stable")[: dead.size]
-    worst = worst[errors[worst] > 0]
-    dead = dead[: worst.size]
-    if dead.size == 0:
-        return
-    D[dead] = residual[worst] / np.sqrt(errors[worst])[:, None]
-    _refresh_gram(gram, D, dead)
-
-
-def _refresh_gram(gram, D, atoms):
-    rows = D[atoms] @ D.T
-    gram[atoms, :] = rows
-    gram[:, atoms] = rows.T
-
-
-def _residual(X, D, codes):
-    residual = np.array(X, dtype=D.dtype, order="C", copy=True)
-    subtract_codes(residual, codes.indptr, codes.indices, codes.data, D, 0, D.shape[0])
-    return residual
+    def _check_convergence(self, state, history, window):
+        """Whether to stop: the callback asks to, ``tol`` is met, or time is up."""
+        if self.callback is not None and self.callback(state):
+            return True
+        if converged(history, window, self.tol):
+            return True
+        return self.max_time is not None and state.elapsed > self.max_time

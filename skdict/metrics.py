@@ -20,22 +20,12 @@ from ._description import (
     specificity_per_atom,
 )
 from ._dictionary import components_from, encode, reconstruct
-from ._rows import _row_norms, _unit_rows
+from ._rows import _unit_rows, relative_errors
 from ._validation import check_samples
 from .concepts import atom_usage, check_bank, concept_vectors
 
 # Atoms per block when computing coherence: bounds the (block x atoms) Gram.
 _ATOM_CHUNK = 1024
-
-
-def _relative_errors(X, residual):
-    """``||r_i|| / ||x_i||`` per row; a zero row reconstructed exactly scores 0."""
-    num = _row_norms(residual)
-    den = _row_norms(X)
-    out = np.zeros_like(num)
-    np.divide(num, den, out=out, where=den > 0)
-    out[(den == 0) & (num > 0)] = 1.0
-    return out
 
 
 def _check_pair(X, X_hat):
@@ -75,7 +65,7 @@ def signal_recovered(X, X_hat):
     0.2
     """
     X, X_hat = _check_pair(X, X_hat)
-    return float(1.0 - _relative_errors(X, X - X_hat).mean())
+    return float(1.0 - relative_errors(X, X - X_hat).mean())
 
 
 def explained_variance(X, X_hat):

@@ -12,9 +12,13 @@ from tqdm.auto import tqdm
 from ._base import _BaseDictionary
 from ._optional import import_optional, resolve_device
 from ._parallel import thread_limits
+from ._rows import rows_per_buffer
 from ._sparse import stack_csr
 from ._validation import check_n_nonzero_coefs, validate_samples
-from .pursuit import chunk_rows
+
+# Codes of one chunk of rows are held dense while they are computed; this caps
+# that (rows, n_components) buffer, so transform's memory is bounded for any X.
+_CHUNK_BYTES = 32 * 2**20
 
 # dead_after=None counts one epoch of training rows as dead, but never more than
 # the ten million rows OpenAI's and SAELens' defaults use.
@@ -500,7 +504,7 @@ class SparseAutoencoder(_BaseDictionary):
         module = self._module()
         device = module.decoder_weight.device
         n, n_components = X.shape[0], self.n_components
-        step = chunk_rows(n_components, 4)
+        step = rows_per_buffer(n_components, 4, _CHUNK_BYTES)
         dense = None if sparse_output else np.empty((n, n_components), dtype=X.dtype)
         blocks = []
         with thread_limits(self.n_jobs, min(n, step) * X.shape[1] * n_components), \

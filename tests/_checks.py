@@ -1,7 +1,22 @@
-"""scikit-learn's estimator checks as pytest parameters, shared by the estimator tests."""
+"""Test parameters shared across files: sklearn's estimator checks and the backends."""
+
+import importlib.util
 
 import pytest
 from sklearn.utils.estimator_checks import estimator_checks_generator
+
+# Every compute backend; torch is skipped where it is not installed. Tests of a
+# behaviour all backends promise take the ``backend`` fixture (conftest.py), or
+# these parameters where hypothesis rules out function-scoped fixtures.
+BACKENDS = [
+    pytest.param("numba", id="numba"),
+    pytest.param(
+        "torch", id="torch",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("torch") is None, reason="torch is not installed"
+        ),
+    ),
+]
 
 
 def estimator_check_params(estimator):

@@ -27,10 +27,18 @@ Write the derivation next to the assert in one comment.
 import numpy as np
 import pytest
 
+from _checks import BACKENDS
+
 
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """The name of each compute backend in turn ("numba", "torch")."""
+    return request.param
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ import pytest
 import scipy.sparse as sp
 
 from skdict import DoubleBatchKSVD
+from skdict._backend import resolve_backend
 from skdict.datasets import make_sparse_signals
 from skdict.metrics import atom_recovery_rate, signal_recovered
 from skdict.pursuit import sparse_encode
@@ -21,13 +22,16 @@ def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
 
-def test_ksvd_paper_synthetic_recovery():
+def test_ksvd_paper_synthetic_recovery(backend):
     """Aharon, Elad & Bruckstein (2006): 20x50 uniform dictionary, 1500 signals of 3
     atoms, 20 dB noise, OMP with 3 coefficients, 80 iterations. They report ~95%."""
     rates = []
     for seed in range(5):
         X, D_true, _ = make_sparse_signals(random_state=seed)
-        ksvd = DoubleBatchKSVD(50, n_nonzero_coefs=3, max_iter=80, tol=0, random_state=seed)
+        ksvd = DoubleBatchKSVD(
+            50, n_nonzero_coefs=3, max_iter=80, tol=0, backend=backend, n_jobs=1,
+            random_state=seed,
+        )
         rates.append(atom_recovery_rate(D_true, ksvd.fit(X).components_))
     assert np.mean(rates) >= 0.90, rates
 
@@ -65,20 +69,15 @@ def test_full_batch_fit_gains_far_more_than_any_recoding_dip(atom_batch_size):
 
 
 @pytest.mark.parametrize("weighted", [False, True])
-def test_sequential_atom_update_never_raises_its_loss(rng, weighted):
+def test_sequential_atom_update_never_raises_its_loss(rng, weighted, backend):
     """With the codes fixed, each rank-1 step starts from the current atom and power
     iteration only improves on it, so one sweep of sequential updates lowers the
     squared error (Frobenius) or, through the majorise-minimise weights, the mean
     relative error; round-off in float64 is far below the 1e-12 slack."""
-    from skdict._atom_update import atom_positions, subtract_codes, update_atoms
-
     D = rng.standard_normal((12, 8))
     D /= np.linalg.norm(D, axis=1, keepdims=True)
     X = rng.standard_normal((200, 8))
     codes = sparse_encode(X, D, n_nonzero_coefs=3, sparse_output=True)
-    indptr, indices, data = codes.indptr, codes.indices, codes.data.copy()
-    residual = X.copy()
-    subtract_codes(residual, indptr, indices, data, D, 0, 12)
     x_norms = np.linalg.norm(X, axis=1)
 
     def loss(E):
@@ -86,16 +85,14 @@ def test_sequential_atom_update_never_raises_its_loss(rng, weighted):
             return np.mean(np.linalg.norm(E, axis=1) / x_norms)
         return np.sum(E**2)
 
-    before = loss(residual)
-    update_atoms(
-        residual, D, indptr, indices, data, *atom_positions(indptr, indices, 12),
-        rng.permutation(12), 1, x_norms, 0.05, weighted, 2,
+    before = loss(X - codes @ D)
+    residual = resolve_backend(backend, "cpu").update_dictionary(
+        X, D, codes, groups=[(0, 12, rng.permutation(12))], atom_batch_size=1,
+        x_norms=x_norms, weight_floor=0.05, weighted=weighted, n_power_iter=2,
     )
     assert loss(residual) <= before * (1 + 1e-12)
     assert loss(residual) < before * 0.99
-    recoded = X.copy()
-    subtract_codes(recoded, indptr, indices, data, D, 0, 12)
-    np.testing.assert_allclose(residual, recoded, atol=1e-12)
+    np.testing.assert_allclose(residual, X - codes @ D, atol=1e-12)
 
 
 def test_error_history_is_signal_recovered_of_the_fit():
@@ -107,10 +104,14 @@ def test_error_history_is_signal_recovered_of_the_fit():
     assert abs(signal_recovered(X, recoded) - ksvd.error_[-1]) < 0.02
 
 
-def test_float32_is_preserved_end_to_end():
+def test_float32_is_preserved_end_to_end(backend):
     X, _, _ = make_sparse_signals(n_samples=300, dtype=np.float32, random_state=0)
-    ksvd = DoubleBatchKSVD(50, n_nonzero_coefs=3, max_iter=3, random_state=0).fit(X)
+    ksvd = DoubleBatchKSVD(
+        50, n_nonzero_coefs=3, max_iter=3, backend=backend, random_state=0
+    ).fit(X)
     assert ksvd.components_.dtype == np.float32
+    # unit norm up to float32 rounding of a 20-term sum (~5 eps32 = 6e-7)
+    np.testing.assert_allclose(np.linalg.norm(ksvd.components_, axis=1), 1, atol=1e-5)
     codes = ksvd.transform(X)
     assert codes.dtype == np.float32
     assert ksvd.inverse_transform(codes).dtype == np.float32
@@ -234,7 +235,11 @@ def test_stopping_rules_and_callback():
     seen = []
 
     def stop_at_three(state):
-        seen.append(state["signal"])
+        assert state.estimator.n_iter_ == state.iteration == len(seen) + 1
+        assert state.components.shape == (50, X.shape[1])
+        assert state.codes.shape == (X.shape[0], 50)
+        np.testing.assert_array_equal(state.atom_usage, np.bincount(state.codes.indices, minlength=50))
+        seen.append(state.signal_recovered)
         return len(seen) == 3
 
     stopped = DoubleBatchKSVD(50, n_nonzero_coefs=3, max_iter=50, tol=0, callback=stop_at_three)
@@ -346,23 +351,19 @@ def test_verbose_shows_a_progress_bar_with_signal_recovered(capsys):
 
 
 @pytest.mark.parametrize("weighted", [False, True])
-def test_atom_update_frobenius_is_the_leading_singular_vector(rng, weighted):
+def test_atom_update_frobenius_is_the_leading_singular_vector(rng, weighted, backend):
     """One atom used by every row: the Frobenius update is the top singular vector of
     the rows (K-SVD); the relative-error update weighs rows and lands elsewhere."""
-    from skdict._atom_update import atom_positions, subtract_codes, update_atoms
-
     # a clear spectral gap, and row norms spread over two decades so that the
     # relative-error weights differ from row to row
     X = rng.standard_normal((60, 5)) * np.array([4.0, 1.5, 1.0, 0.5, 0.2])
     X *= np.logspace(-1, 1, 60)[:, None]
     D = np.eye(5)[[1]] + 0.0
     codes = sp.csr_matrix((X @ D[0])[:, None])
-    indptr, indices, data = codes.indptr, codes.indices, codes.data
-    residual = X.copy()
-    subtract_codes(residual, indptr, indices, data, D, 0, 1)
-    update_atoms(
-        residual, D, indptr, indices, data, *atom_positions(indptr, indices, 1),
-        np.array([0]), 1, np.linalg.norm(X, axis=1), 0.05, weighted, 300,
+    residual = resolve_backend(backend, "cpu").update_dictionary(
+        X, D, codes, groups=[(0, 1, np.array([0]))], atom_batch_size=1,
+        x_norms=np.linalg.norm(X, axis=1), weight_floor=0.05, weighted=weighted,
+        n_power_iter=300,
     )
     top = np.linalg.svd(X)[2][0]
     # 300 power iterations with singular value ratio 1.5/4 converge to round-off

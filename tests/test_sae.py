@@ -14,7 +14,7 @@ from scipy.optimize import minimize
 
 torch = pytest.importorskip("torch")
 
-import skdict.pursuit as pursuit  # noqa: E402
+import skdict.sae as sae_module  # noqa: E402
 from skdict import SparseAutoencoder, _sae_training  # noqa: E402
 from skdict.datasets import make_sparse_signals  # noqa: E402
 from skdict.metrics import explained_variance  # noqa: E402
@@ -255,7 +255,7 @@ def _peak_bytes(fn):
 def test_memmap_fit_and_transform_stream_in_blocks(memmap_X, monkeypatch):
     monkeypatch.setattr(_sae_training, "_BLOCK_BYTES", 2**18)
     monkeypatch.setattr(_sae_training, "_N_STATISTIC_ROWS", 200)
-    monkeypatch.setattr(pursuit, "_CHUNK_BYTES", 2**18)
+    monkeypatch.setattr(sae_module, "_CHUNK_BYTES", 2**18)
     sae = SparseAutoencoder(128, k=4, max_iter=1, batch_size=500, sparse_output=True, **FAST)
     sae, fit_peak = _peak_bytes(lambda: sae.fit(memmap_X))
     codes, transform_peak = _peak_bytes(lambda: sae.transform(memmap_X))

@@ -8,31 +8,15 @@ from numbers import Real
 
 import numpy as np
 
-from .._optional import resolve_backend
+from .._backend import resolve_backend
+from .._backend.numba import NumbaBackend
 from .._parallel import thread_limits
 from .._sparse import support_to_csr, support_to_dense
 from .._validation import check_dictionary, check_n_nonzero_coefs, check_samples
-from ._numba import mp_chunk, omp_chunk
 
 __all__ = ["sparse_encode", "GramEncoder"]
 
-_KERNELS = {"omp": omp_chunk, "mp": mp_chunk}
-
-# Integer type of the same width as each float dtype, and the mask that clears
-# the sign bit: the kernels find max |c| through this view (see _numba._argmax_abs).
-_SIGN_BITS = {
-    np.dtype(np.float32): (np.int32, np.int32(0x7FFFFFFF)),
-    np.dtype(np.float64): (np.int64, np.int64(0x7FFFFFFFFFFFFFFF)),
-}
-
-# Correlations of one chunk of rows with every atom are held at once; this caps
-# that buffer so memory stays O(chunk x n_atoms) for any number of rows.
-_CHUNK_BYTES = 32 * 2**20
-
-
-def chunk_rows(n_atoms, itemsize):
-    """Rows per chunk so that a (rows, n_atoms) buffer stays near 32 MiB."""
-    return int(np.clip(_CHUNK_BYTES // (n_atoms * itemsize), 64, 65536))
+_ALGORITHMS = ("mp", "omp")
 
 
 class GramEncoder:
@@ -51,17 +35,17 @@ class GramEncoder:
         Stop a row once ``||x - x_hat|| / ||x|| <= tol``.
     gram : ndarray of shape (n_atoms, n_atoms) or None
         ``dictionary @ dictionary.T`` when already known.
-    device : torch.device or None
-        None runs the numba kernels on the CPU; a torch device runs the torch
-        kernels of :mod:`skdict.pursuit._torch` there.
+    backend : NumbaBackend or TorchBackend, default=None
+        Where the pursuit runs, as returned by ``resolve_backend(backend,
+        device)``; None runs the numba kernels on the CPU.
     """
 
     def __init__(
-        self, dictionary, n_nonzero_coefs, algorithm="omp", tol=None, gram=None, device=None
+        self, dictionary, n_nonzero_coefs, algorithm="omp", tol=None, gram=None, backend=None
     ):
-        if algorithm not in _KERNELS:
+        if algorithm not in _ALGORITHMS:
             raise ValueError(
-                f"algorithm must be one of {sorted(_KERNELS)}, got {algorithm!r}."
+                f"algorithm must be one of {list(_ALGORITHMS)}, got {algorithm!r}."
             )
         if tol is not None and (not isinstance(tol, Real) or not 0 <= tol < 1):
             raise ValueError(f"tol must be None or a float in [0, 1), got {tol!r}.")
@@ -73,19 +57,13 @@ class GramEncoder:
         # An atom whose squared distance to the span of the support is below this
         # share of its squared norm is treated as linearly dependent.
         self._dep_tol = 100 * float(np.finfo(dictionary.dtype).eps)
-        if device is None:
-            self._torch = None
-            self.gram = self._check_gram(gram, compute=True)
-        else:
-            from ._torch import TorchCoder
+        self.backend = NumbaBackend() if backend is None else backend
+        self._coder = self.backend.coder(dictionary, self._check_gram(gram))
 
-            self.gram = self._check_gram(gram, compute=False)
-            self._torch = TorchCoder(dictionary, self.gram, device)
-
-    def _check_gram(self, gram, compute):
-        D = self.dictionary
+    def _check_gram(self, gram):
         if gram is None:
-            return D @ D.T if compute else None
+            return None
+        D = self.dictionary
         gram = check_samples(gram, "gram", dtype=D.dtype)
         if gram.shape != (self.n_atoms, self.n_atoms):
             raise ValueError(
@@ -103,23 +81,9 @@ class GramEncoder:
                 f"X is {X.dtype} but the dictionary is {self.dictionary.dtype}; cast "
                 "one to the other (sparse_encode does this for you)."
             )
-        if self._torch is not None:
-            return self._torch.support(
-                X, self.algorithm, self.n_nonzero_coefs, self._thresh2, self._dep_tol
-            )
-        n = X.shape[0]
-        k = self.n_nonzero_coefs
-        alpha0 = X @ self.dictionary.T
-        x2 = np.einsum("ij,ij->i", X, X, dtype=np.float64)
-        indices = np.zeros((n, k), dtype=np.int32)
-        values = np.zeros((n, k), dtype=X.dtype)
-        counts = np.zeros(n, dtype=np.int64)
-        bits_type, mask = _SIGN_BITS[X.dtype]
-        _KERNELS[self.algorithm](
-            alpha0, self.gram, x2, k, self._thresh2, self._dep_tol, bits_type, mask,
-            indices, values, counts,
+        return self._coder.support(
+            X, self.algorithm, self.n_nonzero_coefs, self._thresh2, self._dep_tol
         )
-        return indices, values, counts
 
     def encode(self, X, sparse_output=False):
         """Code all rows of X chunk by chunk; return dense codes or CSR."""
@@ -128,10 +92,7 @@ class GramEncoder:
         indices = np.empty((n, k), dtype=np.int32)
         values = np.empty((n, k), dtype=X.dtype)
         counts = np.empty(n, dtype=np.int64)
-        if self._torch is None:
-            step = chunk_rows(self.n_atoms, X.dtype.itemsize)
-        else:
-            step = self._torch.chunk_rows(k, X.dtype.itemsize)
+        step = self.backend.chunk_rows(self.n_atoms, k, X.dtype.itemsize)
         for start in range(0, n, step):
             rows = slice(start, min(n, start + step))
             indices[rows], values[rows], counts[rows] = self.support(X[rows])
@@ -209,7 +170,8 @@ def sparse_encode(
     """
     X = check_samples(X, "X")
     D = check_dictionary(dictionary, X.shape[1], dtype=X.dtype)
-    _, torch_device = resolve_backend(backend, device)
     with thread_limits(n_jobs):
-        encoder = GramEncoder(D, n_nonzero_coefs, algorithm, tol, gram, torch_device)
+        encoder = GramEncoder(
+            D, n_nonzero_coefs, algorithm, tol, gram, resolve_backend(backend, device)
+        )
         return encoder.encode(X, sparse_output)

@@ -9,10 +9,55 @@ those atoms touch are corrected, in parallel over rows.
 import numpy as np
 from numba import njit, prange
 
-_FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
+from ..jit import FASTMATH
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def update_dictionary(
+    X, D, codes, *, groups, atom_batch_size, x_norms, weight_floor, weighted, n_power_iter
+):
+    """K-SVD update of every group's atoms; return the residual.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, n_features)
+        The batch of rows, in the dtype of `D`.
+    D : ndarray of shape (n_atoms, n_features)
+        Atoms, updated in place.
+    codes : csr_matrix of shape (n, n_atoms)
+        Codes of `X`; ``codes.data`` is updated in place.
+    groups : list of (lo, hi, order)
+        Atom groups updated one after the other, each on the residual left by
+        the groups before it, with its atoms visited in ``order``.
+    atom_batch_size : int
+        Atoms updated together from the same residual.
+    x_norms : ndarray of shape (n,)
+        Norms of the rows of `X`.
+    weight_floor : float
+        Relative residual below which a row's weight stops growing.
+    weighted : bool
+        Majorise-minimise weights for the mean relative error; False weighs
+        every row 1 (the classic squared-error K-SVD update).
+    n_power_iter : int
+        Power iterations per atom.
+
+    Returns
+    -------
+    residual : ndarray of shape (n, n_features)
+        ``X - codes @ D`` with the updated atoms and codes.
+    """
+    indptr, indices, data = codes.indptr, codes.indices, codes.data
+    atom_ptr, atom_rows, atom_pos = atom_positions(indptr, indices, D.shape[0])
+    residual = np.array(X, dtype=D.dtype, order="C", copy=True)
+    for lo, hi, order in groups:
+        subtract_codes(residual, indptr, indices, data, D, lo, hi)
+        update_atoms(
+            residual, D, indptr, indices, data, atom_ptr, atom_rows, atom_pos,
+            order, atom_batch_size, x_norms, weight_floor, weighted, n_power_iter,
+        )
+    return residual
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def subtract_codes(E, indptr, indices, data, D, lo, hi):
     """``E -= A[:, lo:hi] @ D[lo:hi]`` for CSR codes A, in place."""
     m = E.shape[1]
@@ -44,7 +89,7 @@ def atom_positions(indptr, indices, n_atoms):
     return atom_ptr, rows, pos
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=FASTMATH)
 def _rank1_atom(E, d, rows, coefs, x_norms, floor, weighted, n_power_iter, v_out, u_out):
     """Weighted rank-1 update of one atom from its restricted residual.
 
@@ -118,7 +163,7 @@ def _rank1_atom(E, d, rows, coefs, x_norms, floor, weighted, n_power_iter, v_out
             v_out[f] *= scale
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def update_atoms(
     E, D, indptr, indices, data, atom_ptr, atom_rows, atom_pos, order, atom_batch_size,
     x_norms, floor, weighted, n_power_iter,

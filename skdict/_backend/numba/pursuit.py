@@ -19,7 +19,7 @@ So each step reads one row of ``G`` from memory, while the textbook Batch-OMP up
 ``G[:, support] @ gamma`` reads ``t`` of them. Coefficients come from one back
 substitution ``Lᵀ gamma = v`` at the end.
 
-Every kernel here and in :mod:`skdict._atom_update` is compiled with
+Every kernel here and in :mod:`skdict._backend.numba.atom_update` is compiled with
 ``cache=True``: the first run of a new install compiles them (about 10 s of CPU
 for both dtypes) and later processes load them from numba's cache, which lies in
 ``__pycache__`` next to the source, or, where the package folder is read-only
@@ -29,9 +29,7 @@ for both dtypes) and later processes load them from numba's cache, which lies in
 import numpy as np
 from numba import njit, prange
 
-# Reassociation lets numba vectorise the long loops over atoms; NaN/inf handling
-# is not relaxed because inputs are validated finite before they reach here.
-_FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
+from ..jit import FASTMATH
 
 # Rows coded per parallel task: large enough to amortise the scratch buffers,
 # small enough to balance load across threads.
@@ -59,7 +57,7 @@ def _argmax_abs(bits, mask):
     return -1
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=FASTMATH)
 def _omp_row(alpha0, gram, x2, kmax, thresh2, dep_tol, U, c, bits, mask, L, v, g, idx_out, val_out):
     """Code one row by OMP; return the support size."""
     K = alpha0.shape[0]
@@ -105,7 +103,7 @@ def _omp_row(alpha0, gram, x2, kmax, thresh2, dep_tol, U, c, bits, mask, L, v, g
     return t
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=FASTMATH)
 def _project_out(U, t, Gj, w, K):
     """``U[t] = Gj - sum_s w[s] U[s]`` over s < t, four rows of U per pass.
 
@@ -133,7 +131,7 @@ def _project_out(U, t, Gj, w, K):
         s += 1
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=FASTMATH)
 def _back_substitute(L, y, t, g, val_out):
     """Solve ``L[:t, :t]ᵀ g = y[:t]`` in float64, then store g in ``val_out``."""
     for s in range(t - 1, -1, -1):
@@ -144,7 +142,7 @@ def _back_substitute(L, y, t, g, val_out):
         val_out[s] = g[s]
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=FASTMATH)
 def _cholesky_refit(alpha0, gram, support, n_support, dep_tol, L, y, g, val_out):
     """Least-squares coefficients on a support; drop atoms dependent on earlier ones.
 
@@ -176,7 +174,7 @@ def _cholesky_refit(alpha0, gram, support, n_support, dep_tol, L, y, g, val_out)
     return t
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=FASTMATH)
 def _mp_row(alpha0, gram, x2, kmax, thresh2, dep_tol, c, bits, mask, L, y, g, idx_out, val_out):
     """Code one row by matching pursuit, then refit the support by least squares."""
     if x2 <= 0.0:
@@ -244,3 +242,43 @@ def mp_chunk(alpha0, gram, x2, kmax, thresh2, dep_tol, bits_type, mask, idx, val
                 alpha0[i], gram, x2[i], kmax, thresh2, dep_tol, c, bits, mask, L, y, g,
                 idx[i], val[i],
             )
+
+
+_KERNELS = {"omp": omp_chunk, "mp": mp_chunk}
+
+# Integer type of the same width as each float dtype, and the mask that clears
+# the sign bit: the kernels find max |c| through this view (see _argmax_abs).
+_SIGN_BITS = {
+    np.dtype(np.float32): (np.int32, np.int32(0x7FFFFFFF)),
+    np.dtype(np.float64): (np.int64, np.int64(0x7FFFFFFFFFFFFFFF)),
+}
+
+
+class NumbaCoder:
+    """Runs the numba pursuits for a dictionary held in host memory.
+
+    Parameters
+    ----------
+    dictionary : ndarray of shape (n_atoms, n_features)
+    gram : ndarray of shape (n_atoms, n_atoms) or None
+        Computed here when None.
+    """
+
+    def __init__(self, dictionary, gram):
+        self.dictionary = dictionary
+        self.gram = dictionary @ dictionary.T if gram is None else gram
+
+    def support(self, X, algorithm, kmax, thresh2, dep_tol):
+        """Code the rows of a chunk; return numpy (indices, values, counts)."""
+        n = X.shape[0]
+        alpha0 = X @ self.dictionary.T
+        x2 = np.einsum("ij,ij->i", X, X, dtype=np.float64)
+        indices = np.zeros((n, kmax), dtype=np.int32)
+        values = np.zeros((n, kmax), dtype=X.dtype)
+        counts = np.zeros(n, dtype=np.int64)
+        bits_type, mask = _SIGN_BITS[X.dtype]
+        _KERNELS[algorithm](
+            alpha0, self.gram, x2, kmax, thresh2, dep_tol, bits_type, mask,
+            indices, values, counts,
+        )
+        return indices, values, counts

@@ -1,6 +1,6 @@
 """Batched greedy pursuits on the Gram matrix, on torch tensors (CPU or CUDA).
 
-The same algorithms as the numba kernels in :mod:`skdict.pursuit._numba`, written
+The same algorithms as the numba kernels in :mod:`skdict._backend.numba.pursuit`, written
 as operations on a whole chunk of rows at once so that they map onto GPU kernels:
 each step picks one atom per row, and the correlations of every row with every
 atom are updated by one batched matrix product.
@@ -19,9 +19,8 @@ are masked out, exactly as the numba kernels do row by row. Unused slots of
 gives zero coefficients there without per-row slicing.
 """
 
-import numpy as np
-
-from .._optional import import_optional
+from ..._optional import import_optional
+from ..._rows import rows_per_buffer
 
 torch = import_optional("torch", "torch", "backend='torch'")
 
@@ -34,8 +33,7 @@ _CHUNK_BYTES = {"cpu": 64 * 2**20, "cuda": 1024 * 2**20}
 def chunk_rows(n_atoms, n_nonzero_coefs, itemsize, device):
     """Rows per chunk so that the chunk's pursuit state fits the device budget."""
     budget = _CHUNK_BYTES.get(device.type, _CHUNK_BYTES["cpu"])
-    per_row = (n_nonzero_coefs + 2) * n_atoms * itemsize
-    return int(np.clip(budget // per_row, 16, 65536))
+    return rows_per_buffer((n_nonzero_coefs + 2) * n_atoms, itemsize, budget, low=16)
 
 
 def _first_argmax_abs(c):
@@ -231,9 +229,6 @@ class TorchCoder:
             self.gram = self.dictionary @ self.dictionary.T
         else:
             self.gram = torch.tensor(gram, device=device)
-
-    def chunk_rows(self, n_nonzero_coefs, itemsize):
-        return chunk_rows(self.gram.shape[0], n_nonzero_coefs, itemsize, self.device)
 
     def support(self, X, algorithm, kmax, thresh2, dep_tol):
         """Code the rows of a numpy chunk; return numpy (indices, values, counts)."""

@@ -1,6 +1,6 @@
-"""The K-SVD dictionary update of :mod:`skdict._atom_update` on torch tensors.
+"""The K-SVD dictionary update of :mod:`skdict._backend.numba.atom_update` on torch tensors.
 
-Same maths as the numba kernels (see ``_atom_update._rank1_atom``): atoms are
+Same maths as the numba kernels (see ``atom_update_numba._rank1_atom``): atoms are
 updated in batches from the same residual, each taking the majorise-minimise
 weighted rank-1 update of its restricted residual by power iteration started
 from the old atom (which fixes the sign, ``v · d >= 0``), and the residual rows
@@ -11,13 +11,13 @@ flat list of CSR entries (row, atom slot, coefficient): the residual rows of
 those entries are gathered once per batch, every product with the restricted
 residuals is an elementwise product and row sum over that list, and every sum
 over an atom's rows is an accumulating scatter into the batch's slots. The CSR
-transpose comes from the shared numba helper :func:`~skdict._atom_update.atom_positions`.
+transpose comes from the shared numba helper :func:`~skdict._backend.numba.atom_update.atom_positions`.
 """
 
 import numpy as np
 
-from ._atom_update import atom_positions
-from ._optional import import_optional
+from ..._optional import import_optional
+from ..numba.atom_update import atom_positions
 
 torch = import_optional("torch", "torch", "backend='torch'")
 
@@ -27,38 +27,14 @@ _SUBTRACT_BYTES = 256 * 2**20
 
 
 def update_dictionary(
-    X, D, codes, groups, atom_batch_size, x_norms, floor, weighted, n_power_iter, device
+    X, D, codes, *, groups, atom_batch_size, x_norms, weight_floor, weighted, n_power_iter,
+    device,
 ):
     """K-SVD update of every group's atoms on `device`; return the residual.
 
-    Parameters
-    ----------
-    X : ndarray of shape (n, n_features)
-        The batch of rows, in the dtype of `D`.
-    D : ndarray of shape (n_atoms, n_features)
-        Atoms, updated in place.
-    codes : csr_matrix of shape (n, n_atoms)
-        Codes of `X`; ``codes.data`` is updated in place.
-    groups : list of (lo, hi, order)
-        Atom groups updated one after the other, each on the residual left by
-        the groups before it, with its atoms visited in ``order``.
-    atom_batch_size : int
-        Atoms updated together from the same residual.
-    x_norms : ndarray of shape (n,)
-        Norms of the rows of `X`.
-    floor : float
-        Relative residual below which a row's weight stops growing.
-    weighted : bool
-        Majorise-minimise weights for the mean relative error; False weighs
-        every row 1 (the classic squared-error K-SVD update).
-    n_power_iter : int
-        Power iterations per atom.
-    device : torch.device
-
-    Returns
-    -------
-    residual : ndarray of shape (n, n_features)
-        ``X - codes @ D`` with the updated atoms and codes.
+    The same arguments and result as
+    :func:`skdict._backend.numba.atom_update.update_dictionary`, plus the torch
+    `device` the batch, atoms and codes are moved to for the update.
     """
     indptr, indices = codes.indptr, codes.indices
     atom_ptr, atom_rows, atom_pos = atom_positions(indptr, indices, D.shape[0])
@@ -77,7 +53,7 @@ def update_dictionary(
             Dt,
         )
         for batch in _batches(order, atom_batch_size, atom_ptr, atom_rows, atom_pos, device):
-            _update_batch(E, Dt, data, *batch, xn, floor, weighted, n_power_iter)
+            _update_batch(E, Dt, data, *batch, xn, weight_floor, weighted, n_power_iter)
     D[:] = Dt.cpu().numpy()
     codes.data[:] = data.cpu().numpy()
     return E.cpu().numpy()
