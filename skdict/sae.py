@@ -225,8 +225,7 @@ class SparseAutoencoder(_BaseDictionary):
 
     _parameter_constraints: dict = {
         "n_components": [Interval(Integral, 1, None, closed="left")],
-        # the registered names, checked by _validate_params (the registry can grow)
-        "activation": [str],
+        "activation": [str],  # a registered name: see _validate_params
         "k": [Interval(Integral, 1, None, closed="left")],
         "l1_coef": [Interval(Real, 0, None, closed="left")],
         "l1_warmup_fraction": [Interval(Real, 0, 1, closed="both")],
@@ -366,6 +365,8 @@ class SparseAutoencoder(_BaseDictionary):
         return self
 
     def _validate_params(self):
+        # `activation` must name a registered class; StrOptions would freeze
+        # the names at import time, before any variant registered later.
         super()._validate_params()
         get_activation(self.activation)
 

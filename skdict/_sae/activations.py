@@ -274,14 +274,18 @@ def _keep_topk(values, k, dim):
     return values.new_zeros(values.shape).scatter(dim, idx, top.clamp_min(0))
 
 
-@register("topk")
-class TopK(Activation):
-    """The `k` largest pre-activations of each row, then ReLU (Gao et al., 2024)."""
-
-    saelens_architecture = "topk"
+class _KPerRow(Activation):
+    """An activation that keeps `k` latents per row (on average, for BatchTopK)."""
 
     def check_params(self, n_components):
         check_n_nonzero_coefs(self.k, n_components, name="k")
+
+
+@register("topk")
+class TopK(_KPerRow):
+    """The `k` largest pre-activations of each row, then ReLU (Gao et al., 2024)."""
+
+    saelens_architecture = "topk"
 
     def forward(self, pre, state, training):
         return _keep_topk(pre, self.k, dim=1)
@@ -291,7 +295,7 @@ class TopK(Activation):
 
 
 @register("batchtopk")
-class BatchTopK(TopK):
+class BatchTopK(_KPerRow):
     """The ``k * n_rows`` largest pre-activations of a training batch, then ReLU.
 
     At inference, a pre-activation above the threshold learned in training (a
@@ -328,9 +332,6 @@ class BatchTopK(TopK):
 
     def saelens_threshold(self, threshold, n_components):
         return np.full(n_components, threshold, np.float32)
-
-    def saelens_config(self):
-        return {}
 
 
 def _track_smallest(codes, threshold):
