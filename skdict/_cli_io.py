@@ -28,7 +28,7 @@ from ._persistence import (
     resolve_class,
     save,
 )
-from ._saelens import is_saelens_folder
+from ._sae.saelens import is_saelens_folder
 
 
 class CLIError(Exception):

@@ -208,7 +208,7 @@ def save(estimator, path, *, format="skdict"):
     if format == "saelens":
         if name != "SparseAutoencoder":
             raise TypeError(f"format='saelens' holds a SparseAutoencoder, not a {name}.")
-        from ._saelens import save_saelens
+        from ._sae.saelens import save_saelens
 
         return save_saelens(estimator, path)
     if format != "skdict":
@@ -424,14 +424,14 @@ _SHAPES = {
 def _check_sae_threshold(estimator, where):
     if type(estimator).__name__ != "SparseAutoencoder" or not hasattr(estimator, "threshold_"):
         return
-    value, activation = estimator.threshold_, estimator.activation
-    n_atoms = estimator.components_.shape[0]
-    if activation == "jumprelu":
-        _expect(where, "threshold_", value, (n_atoms,))
-    elif activation == "batchtopk":
-        _expect(where, "threshold_", value, None)
+    value = estimator.threshold_
+    shape = estimator._activation().threshold_shape(estimator.components_.shape[0])
+    if shape is not None:
+        _expect(where, "threshold_", value, shape or None)  # _expect's None: a Python float
     elif value is not None:
-        raise ModelFileError(f"{where}: threshold_ must be None for activation={activation!r}.")
+        raise ModelFileError(
+            f"{where}: threshold_ must be None for activation={estimator.activation!r}."
+        )
 
 
 def load(path):
@@ -460,7 +460,7 @@ def load(path):
     --------
     save : Write the file.
     """
-    from ._saelens import is_saelens_folder, load_saelens
+    from ._sae.saelens import is_saelens_folder, load_saelens
 
     if is_saelens_folder(path):
         return load_saelens(path)

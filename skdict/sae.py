@@ -13,8 +13,9 @@ from ._base import _BaseDictionary
 from ._optional import import_optional, resolve_device
 from ._parallel import thread_limits
 from ._rows import rows_per_buffer
+from ._sae.activations import get_activation
 from ._sparse import stack_csr
-from ._validation import check_n_nonzero_coefs, validate_samples
+from ._validation import validate_samples
 
 # Codes of one chunk of rows are held dense while they are computed; this caps
 # that (rows, n_components) buffer, so transform's memory is bounded for any X.
@@ -228,7 +229,7 @@ class SparseAutoencoder(_BaseDictionary):
 
     _parameter_constraints: dict = {
         "n_components": [Interval(Integral, 1, None, closed="left")],
-        "activation": [StrOptions({"topk", "batchtopk", "relu", "jumprelu"})],
+        "activation": [str],  # a registered name: see _validate_params
         "k": [Interval(Integral, 1, None, closed="left")],
         "l1_coef": [Interval(Real, 0, None, closed="left")],
         "l1_warmup_fraction": [Interval(Real, 0, 1, closed="both")],
@@ -281,7 +282,6 @@ class SparseAutoencoder(_BaseDictionary):
         verbose=0,
         callback=None,
     ):
-        _import_torch()
         self.n_components = n_components
         self.activation = activation
         self.k = k
@@ -368,9 +368,15 @@ class SparseAutoencoder(_BaseDictionary):
         self._train(X, rows, None, 1, rng)
         return self
 
-    def _check_params(self):
-        if self.activation in ("topk", "batchtopk"):
-            check_n_nonzero_coefs(self.k, self.n_components, name="k")
+    def _validate_params(self):
+        # `activation` must name a registered class; StrOptions would freeze
+        # the names at import time, before any variant registered later.
+        super()._validate_params()
+        get_activation(self.activation)
+
+    def _activation(self):
+        """A fresh instance of the activation named by `activation`."""
+        return get_activation(self.activation)(k=self.k)
 
     def _split(self, n_samples, rng):
         """Training and validation rows (sorted, so a memory map is read in order)."""
@@ -382,9 +388,10 @@ class SparseAutoencoder(_BaseDictionary):
 
     def _start(self, X, rows, rng, total_steps):
         """Check parameters against X and initialise model, trainer and histories."""
-        self._check_params()
+        activation = self._activation()
+        activation.check_params(self.n_components)
         torch = _import_torch()
-        from ._sae_training import build_module, geometric_median, statistic_rows
+        from ._sae.training import build_module, geometric_median, statistic_rows
 
         device = resolve_device(self.device, torch)
         sample = statistic_rows(X, rows, rng)
@@ -393,7 +400,7 @@ class SparseAutoencoder(_BaseDictionary):
             scale = float(np.sqrt(np.mean(np.einsum("ij,ij->i", sample, sample))))
             scale = scale if scale > 0 else 1.0
         self.scale_ = scale
-        module = build_module(X.shape[1], self.n_components, self.activation, self.k,
+        module = build_module(X.shape[1], self.n_components, activation,
                               rng.randint(np.iinfo(np.int32).max))
         if self.decoder_bias_init == "geometric_median":
             bias = geometric_median(sample / scale)
@@ -410,7 +417,7 @@ class SparseAutoencoder(_BaseDictionary):
         self.validation_scores_ = None
 
     def _make_trainer(self, module, total_steps, n_rows):
-        from ._sae_training import Trainer
+        from ._sae.training import Trainer
 
         steps = total_steps or 0
         dead_after = self.dead_after
@@ -429,7 +436,7 @@ class SparseAutoencoder(_BaseDictionary):
         )
 
     def _train(self, X, train_rows, val_rows, n_epochs, rng):
-        from ._sae_training import block_rows, evaluate
+        from ._sae.training import block_rows, evaluate
 
         trainer = self._trainer
         block = block_rows(X.shape[1], self.batch_size_)
@@ -472,34 +479,26 @@ class SparseAutoencoder(_BaseDictionary):
         self.encoder_weight_ = state["encoder_weight"].copy()
         self.encoder_bias_ = state["encoder_bias"].copy()
         self.decoder_bias_ = (state["decoder_bias"] * np.float32(self.scale_)).astype(np.float32)
-        if self.activation == "jumprelu":
-            self.threshold_ = state["threshold"].copy()
-        elif self.activation == "batchtopk":
-            self.threshold_ = float(state["batch_threshold"])
-        else:
-            self.threshold_ = None
+        self.threshold_ = module.export_threshold()
 
     def _module(self, device=None):
         """A module on `device` rebuilt from the fitted numpy attributes."""
         torch = _import_torch()
-        from ._sae_training import build_module
+        from ._sae.training import build_module
 
-        module = build_module(self.n_features_in_, self.n_components, self.activation,
-                              self.k, seed=0)
+        module = build_module(self.n_features_in_, self.n_components, self._activation(),
+                              seed=0)
         with torch.no_grad():
             module.decoder_weight.copy_(torch.from_numpy(self.components_))
             module.encoder_weight.copy_(torch.from_numpy(self.encoder_weight_))
             module.encoder_bias.copy_(torch.from_numpy(self.encoder_bias_))
             module.decoder_bias.copy_(torch.from_numpy(self.decoder_bias_ / self.scale_))
-            if self.activation == "jumprelu":
-                module.threshold.copy_(torch.from_numpy(self.threshold_))
-            elif self.activation == "batchtopk":
-                module.batch_threshold.fill_(self.threshold_)
+        module.import_threshold(self.threshold_)
         return module.to(resolve_device(self.device, torch) if device is None else device)
 
     def _encode(self, X, sparse_output):
         torch = _import_torch()
-        from ._sae_training import to_device
+        from ._sae.training import to_device
 
         module = self._module()
         device = module.decoder_weight.device

@@ -15,7 +15,8 @@ from scipy.optimize import minimize
 torch = pytest.importorskip("torch")
 
 import skdict.sae as sae_module  # noqa: E402
-from skdict import SparseAutoencoder, _sae_training  # noqa: E402
+from skdict import SparseAutoencoder  # noqa: E402
+from skdict._sae import training as _sae_training  # noqa: E402
 from skdict.datasets import make_sparse_signals  # noqa: E402
 from skdict.metrics import explained_variance  # noqa: E402
 from _checks import estimator_check_params
@@ -414,10 +415,12 @@ def test_without_torch_import_works_and_use_says_how_to_install():
         "        if name.split('.')[0] == 'torch':\n"
         "            raise ImportError('no torch here')\n"
         "sys.meta_path.insert(0, NoTorch())\n"
+        "import numpy as np\n"
         "import skdict\n"
         "assert 'torch' not in sys.modules\n"
+        "sae = skdict.SparseAutoencoder()\n"  # __init__ only stores parameters
         "try:\n"
-        "    skdict.SparseAutoencoder()\n"
+        "    sae.fit(np.ones((4, 2)))\n"
         "except ImportError as exc:\n"
         "    print(exc)\n"
     )

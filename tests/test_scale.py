@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-import skdict.pursuit as pursuit
+import skdict._backend.numba as numba_backend
 from skdict import DoubleBatchKSVD
 from skdict.datasets import make_sparse_signals
 
@@ -28,7 +28,7 @@ def _peak_bytes(fn):
 
 
 def test_memmap_fit_and_transform_stay_within_chunks(memmap_X, monkeypatch):
-    monkeypatch.setattr(pursuit, "_CHUNK_BYTES", 2**20)  # 1 MiB of correlations per chunk
+    monkeypatch.setattr(numba_backend, "_CHUNK_BYTES", 2**20)  # 1 MiB of correlations per chunk
     ksvd = DoubleBatchKSVD(128, n_nonzero_coefs=4, batch_size=2000, max_iter=5,
                            sparse_output=True, random_state=0)
     ksvd.fit(memmap_X[:3000]).transform(memmap_X[:10])  # compile kernels outside the trace

@@ -138,7 +138,8 @@ def test_chunk_rows_bound_the_pursuit_state():
     # (k + 2) x n_atoms float32 per row in 64 MiB on the CPU, 1 GiB on a GPU
     assert TorchBackend(torch.device("cpu")).chunk_rows(16384, 32, 4) == 30
     assert TorchBackend(torch.device("cuda")).chunk_rows(16384, 32, 4) == 481
-    assert TorchBackend(torch.device("cpu")).chunk_rows(50, 3, 8) == 65536
+    assert TorchBackend(torch.device("cpu")).chunk_rows(50, 3, 8) == 64 * 2**20 // (5 * 50 * 8)
+    assert TorchBackend(torch.device("cpu")).chunk_rows(10**6, 30, 8) == 16
 
 
 def test_backend_resolution():

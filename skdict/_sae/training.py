@@ -8,7 +8,7 @@ neither to host memory nor to the device.
 import numpy as np
 import torch
 
-from ._sae_model import SAEModule
+from .model import SAEModule
 
 # Rows read from X at once: a block is moved to the device and split into batches.
 _BLOCK_BYTES = 64 * 2**20
@@ -89,7 +89,7 @@ class Trainer:
     warmup_steps, decay_steps : int
         Linear learning-rate warmup at the start, linear decay at the end.
     sparsity_coef : float
-        L1 (relu) or L0 (jumprelu) penalty weight; unused by the TopK variants.
+        Weight of the activation's sparsity penalty (none for the TopK variants).
     sparsity_warmup_steps : int
         The penalty weight grows linearly from 0 over these steps.
     auxk_coef : float
@@ -158,15 +158,13 @@ class Trainer:
             totals.add_batch(mse * x.shape[0], loss)
 
     def _sparsity_loss(self, pre, codes):
-        if self.module.activation not in ("relu", "jumprelu") or self.sparsity_coef == 0:
+        penalty = None if self.sparsity_coef == 0 else self.module.sparsity_loss(pre, codes)
+        if penalty is None:
             return 0.0
         coef = self.sparsity_coef
         if self.step_count < self.sparsity_warmup_steps:
             coef *= (self.step_count + 1) / self.sparsity_warmup_steps
-        if self.module.activation == "relu":
-            norms = self.module.decoder_weight.norm(dim=1)
-            return coef * (codes * norms).sum(1).mean()
-        return coef * self.module.l0_surrogate(pre).sum(1).mean()
+        return coef * penalty
 
     def _auxk_loss(self, pre, residual):
         """Dead latents' top ``k_aux`` reconstruct the (detached) residual.
@@ -237,7 +235,7 @@ def evaluate(module, X, rows, n_rows, scale):
     return totals.explained_variance()
 
 
-def build_module(n_features, n_components, activation, k, seed):
+def build_module(n_features, n_components, activation, seed):
     """A freshly initialised module on the CPU, seeded by `seed`."""
     generator = torch.Generator().manual_seed(int(seed))
-    return SAEModule(n_features, n_components, activation, k, generator)
+    return SAEModule(n_features, n_components, activation, generator)

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ._optional import import_optional
-from ._persistence import ModelFileError, atomic_write
+from .._optional import import_optional
+from .._persistence import ModelFileError, atomic_write
 
 CONFIG = "cfg.json"
 WEIGHTS = "sae_weights.safetensors"
-_ARCHITECTURES = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu",
-                  "batchtopk": "jumprelu"}
+# The activation each SAELens architecture is read as (exports go through
+# Activation.saelens_architecture).
+_IMPORTED_AS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}
 
 
 def is_saelens_folder(path):
@@ -37,6 +38,12 @@ def save_saelens(sae, folder):
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(sae, "components_")
+    activation = sae._activation()
+    if activation.saelens_architecture is None:
+        raise ValueError(
+            f"activation={sae.activation!r} has no SAELens equivalent; save it with "
+            "format='skdict'."
+        )
     numpy_st = import_optional("safetensors.numpy", "vision", "saving in SAELens' layout")
     scale = np.float32(sae.scale_)
     tensors = {
@@ -45,14 +52,13 @@ def save_saelens(sae, folder):
         "b_enc": (sae.encoder_bias_ * scale).astype(np.float32),
         "b_dec": np.ascontiguousarray(sae.decoder_bias_, dtype=np.float32),
     }
-    if sae.activation == "jumprelu":
-        tensors["threshold"] = (sae.threshold_ * scale).astype(np.float32)
-    elif sae.activation == "batchtopk":
-        tensors["threshold"] = np.full(sae.n_components, sae.threshold_ * scale, np.float32)
-    from . import __version__
+    threshold = activation.saelens_threshold(sae.threshold_, sae.n_components)
+    if threshold is not None:
+        tensors["threshold"] = (threshold * scale).astype(np.float32)
+    from .. import __version__
 
     config = {
-        "architecture": _ARCHITECTURES[sae.activation],
+        "architecture": activation.saelens_architecture,
         "d_in": int(sae.n_features_in_),
         "d_sae": int(sae.n_components),
         "dtype": "float32",
@@ -61,9 +67,8 @@ def save_saelens(sae, folder):
         "normalize_activations": "none",
         "reshape_activations": "none",
         "metadata": {"exported_by": f"skdict {__version__}", "skdict_activation": sae.activation},
+        **activation.saelens_config(),
     }
-    if sae.activation == "topk":
-        config["k"] = int(sae.k)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_write(folder / WEIGHTS) as tmp:
@@ -79,7 +84,7 @@ def _config(folder, where):
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFileError(f"{where}: cannot read {CONFIG} ({exc}).") from exc
     architecture = config.get("architecture")
-    if architecture not in ("standard", "topk", "jumprelu"):
+    if architecture not in _IMPORTED_AS:
         raise ModelFileError(
             f"{where}: SAELens architecture {architecture!r} is not supported; "
             "SparseAutoencoder reads 'standard', 'topk' and 'jumprelu'."
@@ -99,7 +104,7 @@ def _config(folder, where):
 
 def load_saelens(folder):
     """A SparseAutoencoder from a SAELens folder (``cfg.json`` + ``sae_weights.safetensors``)."""
-    from .sae import SparseAutoencoder
+    from ..sae import SparseAutoencoder
 
     folder = Path(folder)
     where = repr(str(folder))
@@ -121,11 +126,10 @@ def load_saelens(folder):
             raise ModelFileError(f"{where}: {name} has shape {found}; expected {shape}.")
         if array.dtype.kind != "f" or not np.all(np.isfinite(array)):
             raise ModelFileError(f"{where}: {name} must hold finite floats.")
-    activation = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}
     k = config.get("k", 1) if config["architecture"] == "topk" else 1
     if not isinstance(k, int) or not 1 <= k <= d_sae:
         raise ModelFileError(f"{where}: k={k!r} must be an int in [1, {d_sae}].")
-    sae = SparseAutoencoder(d_sae, activation=activation[config["architecture"]], k=k,
+    sae = SparseAutoencoder(d_sae, activation=_IMPORTED_AS[config["architecture"]], k=k,
                             normalize=None, device="cpu")
     as32 = {name: np.ascontiguousarray(array, dtype=np.float32)
             for name, array in tensors.items()}
