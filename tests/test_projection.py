@@ -6,14 +6,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
 
 from timm.models.vision_transformer import ResPostBlock, VisionTransformer  # noqa: E402
 
+import skdict.inspection  # noqa: E402
 from skdict import ClassEmbeddingProjector  # noqa: E402
-from skdict._hub import hub_reachable  # noqa: E402
+from skdict.inspection import (  # noqa: E402
+    class_similarity_change, explain, linear_probe, perturbation_test, value_agreement,
+)
+from skdict._vit.hub import hub_reachable  # noqa: E402
 from skdict.datasets import load_digits_images, make_digits_vit, train_digits_vit  # noqa: E402
 
 
@@ -221,7 +226,7 @@ def test_branch_change_rates_are_shares_of_tokens(trained_vit, digits_test):
     rates = {}
     for name, model in (("trained", trained_vit), ("random", make_digits_vit(random_state=1))):
         proj = ClassEmbeddingProjector(model, device="cpu", batch_size=512).fit()
-        rates[name] = proj.class_similarity_change(images, y)
+        rates[name] = class_similarity_change(proj, images, y)
         for branch in (rates[name].attn, rates[name].mlp):
             assert branch.shape == (4,) and np.all((branch >= 0) & (branch <= 1))
     # the class token enters block 0 knowing nothing of the image: after
@@ -233,21 +238,91 @@ def test_branch_change_rates_are_shares_of_tokens(trained_vit, digits_test):
 def test_perturbation_test_beats_random_order(trained_vit, digits_test):
     images, y = digits_test
     proj = ClassEmbeddingProjector(trained_vit, device="cpu", batch_size=512).fit()
-    result = proj.perturbation_test(images[:200], y[:200], random_state=0)
+    result = perturbation_test(proj, images[:200], y[:200], random_state=0)
     assert result.auc_top > result.auc_random > result.auc_bottom
     # keeping every patch is the plain model
     assert result.top[-1] == result.bottom[-1] == result.random[-1]
-    heatmaps = proj.explain(images[:5], y[:5])
+    heatmaps = explain(proj, images[:5], y[:5])
     assert heatmaps.shape == (5, 8, 8)
     assert heatmaps.dtype == np.float32 and np.abs(heatmaps).max() > 0
     # the heatmap of the predicted class is the default
     with torch.no_grad():
         predicted = trained_vit(torch.from_numpy(images[:5])).argmax(1).numpy()
-    np.testing.assert_allclose(proj.explain(images[:5]), proj.explain(images[:5], predicted))
+    np.testing.assert_allclose(explain(proj, images[:5]), explain(proj, images[:5], predicted))
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"reg_tokens": 2},
+                                    {"global_pool": "avg", "class_token": False}])
+def test_kept_patches_forward_is_the_model_on_those_patches_only(kwargs):
+    from skdict._vit.attribution import kept_logits
+
+    # float64 throughout, so that sums taken in another order agree to ~1e-15
+    model = _tiny_vit(**kwargs).double()
+    tokens = "cls" if model.cls_token is not None else "patches"
+    proj = ClassEmbeddingProjector(model, tokens=tokens, device="cpu").fit()
+    x = torch.from_numpy(_images(n=4).astype(np.float64))
+    with torch.no_grad():
+        own = model(x).numpy()
+    # every patch, in the model's order or shuffled: positions travel with the
+    # patches, and attention and pooling do not depend on token order. Logits
+    # are O(1); float64 sums of a few dozen terms in another order (or another
+    # vectorisation of the same order) agree to ~1e-15, so 1e-10 is rounding
+    every = np.tile(np.arange(16), (4, 1))
+    shuffled = np.argsort(np.random.default_rng(0).random((4, 16)), axis=1)
+    for keep in (every, shuffled):
+        np.testing.assert_allclose(kept_logits(proj, x, keep), own, rtol=1e-10, atol=1e-10)
+    # patches 0, 5, 10 kept: patch 15 (the bottom-right 4x4 pixels) never enters
+    keep = np.tile([0, 5, 10], (4, 1))
+    kept = kept_logits(proj, x, keep)
+    changed = x.clone()
+    changed[:, :, 12:, 12:] += 1.0
+    np.testing.assert_array_equal(kept_logits(proj, changed, keep), kept)
+    assert not np.allclose(kept, own)  # the removed patches did matter
+
+
+def test_deprecated_analysis_methods_warn_and_return_the_functions_results(digits_test):
+    images, y = digits_test
+    images, y = images[:80], y[:80]
+    proj = ClassEmbeddingProjector(make_digits_vit(), layers=-1, device="cpu").fit()
+    calls = {
+        "class_similarity_change": (images, y),
+        "value_agreement": (images, y),
+        "linear_probe": (images, y),
+        "explain": (images[:3], y[:3]),
+        "perturbation_test": (images, y),
+    }
+    kwargs = {"perturbation_test": {"random_state": 0}}
+    for name, args in calls.items():
+        function = getattr(skdict.inspection, name)
+        with pytest.warns(FutureWarning, match=f"use skdict.inspection.{name}"):
+            old = getattr(proj, name)(*args, **kwargs.get(name, {}))
+        _assert_same_result(old, function(proj, *args, **kwargs.get(name, {})))
+
+
+def _assert_same_result(actual, expected):
+    """Equal arrays, or Bunches of them, key by key (the same computation twice)."""
+    if isinstance(expected, dict):
+        assert actual.keys() == expected.keys()
+        for key in expected:
+            _assert_same_result(actual[key], expected[key])
+    elif isinstance(expected, np.ndarray):
+        np.testing.assert_array_equal(actual, expected)
+    else:
+        assert actual == expected
+
+
+def test_inspection_functions_need_a_fitted_projector(digits_test):
+    images, y = digits_test
+    unfitted = ClassEmbeddingProjector(make_digits_vit(), device="cpu")
+    for function in (class_similarity_change, explain, linear_probe, perturbation_test):
+        with pytest.raises(NotFittedError):
+            function(unfitted, images[:3], y[:3])
+    with pytest.raises(NotFittedError):
+        value_agreement(unfitted)
 
 
 def test_attention_contributions_sum_to_the_class_token_output():
-    from skdict._attribution import attention_contributions
+    from skdict._vit.attribution import attention_contributions
 
     attn = _tiny_vit().blocks[1].attn
     attn.fused_attn = True
@@ -283,14 +358,14 @@ def test_value_agreement_finds_a_planted_class_memory(digits_test):
         model.blocks[2].mlp.fc2.weight[:, 7] = 5 * model.head.weight[3]
     proj = ClassEmbeddingProjector(model, layers=[1, 2], device="cpu").fit()
     images, y = digits_test
-    result = proj.value_agreement(images[:50], y[:50])
+    result = value_agreement(proj, images[:50], y[:50])
     assert result.agreement.shape == (2, 10) and result.top_memories.shape == (2, 10, 5)
     assert result.agreement[1, 3] == pytest.approx(1.0, abs=1e-5)
     assert result.agreement[0, 3] < 0.9
     assert 7 in result.top_memories[1, 3]
     assert result.value_scores.shape == (2, 128, 10)
     assert np.all((result.key_value_agreement >= 0) & (result.key_value_agreement <= 1))
-    assert proj.value_agreement().key_value_agreement is None
+    assert value_agreement(proj).key_value_agreement is None
 
 
 def test_key_value_agreement_is_higher_after_training(trained_vit, digits_test):
@@ -298,7 +373,7 @@ def test_key_value_agreement_is_higher_after_training(trained_vit, digits_test):
     rates = []
     for model in (trained_vit, make_digits_vit(random_state=1)):
         proj = ClassEmbeddingProjector(model, device="cpu", batch_size=512).fit()
-        rates.append(proj.value_agreement(images, y).key_value_agreement)
+        rates.append(value_agreement(proj, images, y).key_value_agreement)
     assert rates[0][-1] > rates[1][-1]
 
 
@@ -448,15 +523,15 @@ def test_class_similarity_change_is_the_share_of_raised_true_class_logits(init_v
 
     expected_attn = (true_logit("attn") > true_logit("input")).mean(axis=(0, 2))
     for reference, start in (("block_input", "input"), ("branch_input", "mid")):
-        result = proj.class_similarity_change(x, y, reference=reference)
+        result = class_similarity_change(proj, x, y, reference=reference)
         np.testing.assert_allclose(result.attn, expected_attn)
         expected_mlp = (true_logit("mlp") > true_logit(start)).mean(axis=(0, 2))
         np.testing.assert_allclose(result.mlp, expected_mlp)
         assert result.attn.shape == (3,)  # block 0 included
-    assert not np.allclose(proj.class_similarity_change(x, y).mlp,
-                           proj.class_similarity_change(x, y, reference="branch_input").mlp)
+    assert not np.allclose(class_similarity_change(proj, x, y).mlp,
+                           class_similarity_change(proj, x, y, reference="branch_input").mlp)
     with pytest.raises(ValueError, match="reference must be"):
-        proj.class_similarity_change(x, y, reference="mlp_input")
+        class_similarity_change(proj, x, y, reference="mlp_input")
 
 
 def _top5(scores):
@@ -472,13 +547,13 @@ def test_top_memories_are_ranked_by_the_raw_product_by_default(kind):
     for layer, block in enumerate(model.blocks):
         W = (block.mlp.fc2 if kind == "mlp" else block.attn.proj).weight.detach().numpy()
         gamma = (block.ls2 if kind == "mlp" else block.ls1).gamma.detach().numpy()
-        after = proj.value_agreement(kind=kind)
+        after = value_agreement(proj, kind=kind)
         # float32 products of the same arrays, by numpy on both sides; the
         # tolerance only covers a different summation order
         np.testing.assert_allclose(after.value_scores[layer], (E @ (gamma[:, None] * W)).T,
                                    rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(after.top_memories[layer], _top5(E @ (gamma[:, None] * W)))
-        before = clone(proj).set_params(layer_scale="before").fit().value_agreement(kind=kind)
+        before = value_agreement(clone(proj).set_params(layer_scale="before").fit(), kind=kind)
         np.testing.assert_array_equal(before.top_memories[layer], _top5(E @ W))
         # class-value agreement: the largest cosine between class and value
         unit_E = E / np.linalg.norm(E, axis=1, keepdims=True)
@@ -506,11 +581,11 @@ def test_normalized_ranking_applies_the_final_layernorm_and_drops_the_length():
     centred = values - values.mean(axis=1, keepdims=True)
     normed = centred / np.sqrt(centred.var(axis=1, keepdims=True) + model.norm.eps)
     expected = (normed * model.norm.weight.detach().numpy()) @ E.T
-    normalized = proj.value_agreement(ranking="normalized")
+    normalized = value_agreement(proj, ranking="normalized")
     # float32 LayerNorm vs the float64 formula, scores of order 1
     np.testing.assert_allclose(normalized.value_scores[0], expected, rtol=1e-4, atol=1e-3)
     np.testing.assert_array_equal(normalized.top_memories[0], _top5(expected.T))
-    raw = proj.value_agreement()
+    raw = value_agreement(proj)
     assert raw.ranking == "raw" and raw.top_memories[0, 3, 0] == 0
     assert normalized.top_memories[0, 3, 0] == 1
 
@@ -521,7 +596,7 @@ def test_key_value_agreement_by_hand_with_both_averages(kind):
     x, y = _images(n=5), np.array([2, 2, 2, 2, 6])  # unequal class counts
     by_hand = _by_hand(model, x)
     proj = ClassEmbeddingProjector(model, tokens="all", device="cpu").fit()
-    per_class = proj.value_agreement(x, y, kind=kind)
+    per_class = value_agreement(proj, x, y, kind=kind)
     assert per_class.average == "class"
     hits = []
     for layer, sites in enumerate(by_hand):
@@ -534,7 +609,7 @@ def test_key_value_agreement_by_hand_with_both_averages(kind):
     np.testing.assert_allclose(per_class.key_value_agreement, class_rates.mean(axis=0))
     np.testing.assert_allclose(per_class.key_value_agreement_per_class[:, [2, 6]], class_rates.T)
     assert np.isnan(per_class.key_value_agreement_per_class[:, 0]).all()
-    pooled = proj.value_agreement(x, y, kind=kind, average="token")
+    pooled = value_agreement(proj, x, y, kind=kind, average="token")
     np.testing.assert_allclose(pooled.key_value_agreement, hits.mean(axis=(0, 2)))
     assert not np.allclose(pooled.key_value_agreement, per_class.key_value_agreement)
 
@@ -561,13 +636,13 @@ def test_baselines_give_wilcoxon_p_values_of_the_paired_measures():
         expected = wilcoxon(*patches, alternative="greater").pvalue
         assert ident.pvalue.image_tokens[layer] == pytest.approx(expected, rel=1e-9)
 
-    memories = proj.value_agreement(baseline=baseline)
+    memories = value_agreement(proj, baseline=baseline)
     expected = [wilcoxon(a, b, alternative="greater").pvalue
                 for a, b in zip(memories.agreement, memories.baseline.agreement)]
     np.testing.assert_allclose(memories.pvalue.agreement, expected, rtol=1e-9)
     assert memories.pvalue.key_value_agreement is None
 
-    change = proj.class_similarity_change(x, y, baseline=baseline)
+    change = class_similarity_change(proj, x, y, baseline=baseline)
     assert change.pvalue.attn.shape == change.pvalue.mlp.shape == (3,)
     assert np.all((change.pvalue.mlp > 0) & (change.pvalue.mlp <= 1))
     with pytest.raises(ValueError, match="same classes"):
@@ -579,7 +654,7 @@ def test_baselines_give_wilcoxon_p_values_of_the_paired_measures():
 
 
 def test_paired_wilcoxon_without_differences_is_no_evidence():
-    from skdict._class_analyses import paired_wilcoxon
+    from skdict._vit.class_analyses import paired_wilcoxon
 
     assert paired_wilcoxon(np.ones(5), np.ones(5)) == 1.0
     # NaN pairs (classes absent from the images) are dropped
@@ -594,7 +669,7 @@ def test_linear_probe_sees_class_information_the_readout_ignores(trained_vit):
         blind.head.weight.zero_()  # the model's own readout sees nothing
         blind.head.bias.zero_()
     proj = ClassEmbeddingProjector(blind, layers=[0, 3], device="cpu", batch_size=512).fit()
-    result = proj.linear_probe(images, y, random_state=0)
+    result = linear_probe(proj, images, y, random_state=0)
     # every class ties at the bias 0: the true class ranks last, r = 1/10
     np.testing.assert_allclose(result.projection.cls, 0.1)
     np.testing.assert_allclose(result.projection.image_tokens, 0.1)
@@ -617,7 +692,7 @@ def test_linear_probe_sees_class_information_the_readout_ignores(trained_vit):
     # with the real head, the projection part is identifiability on the test split
     real = ClassEmbeddingProjector(trained_vit, layers=[0, 3], device="cpu").fit()
     ident = real.identifiability(images[test], y[test])
-    both = real.linear_probe(images, y, random_state=0)
+    both = linear_probe(real, images, y, random_state=0)
     np.testing.assert_allclose(both.projection.cls, ident.cls)
     np.testing.assert_allclose(both.projection.image_tokens, ident.image_tokens)
 
@@ -634,7 +709,7 @@ def test_class_similarity_change_of_post_norm_blocks_from_the_sites():
     resid, attn, mlp = site("resid"), site("attn"), site("mlp")
     block_input = resid[:, :-1]  # the input of blocks 1 and 2
     proj = ClassEmbeddingProjector(model, layers=[1, 2], tokens="all", device="cpu").fit()
-    result = proj.class_similarity_change(x, y, reference="branch_input")
+    result = class_similarity_change(proj, x, y, reference="branch_input")
     np.testing.assert_allclose(result.attn, (attn[:, 1:] > block_input).mean(axis=(0, 2)))
     # post-norm: the MLP reads the residual after the attention branch
     mlp_input = block_input + attn[:, 1:]

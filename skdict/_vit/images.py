@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from ._optional import import_optional
+from .._optional import import_optional
 
 
 def _to_pil(image, n_channels, Image):
