@@ -19,7 +19,7 @@ from ._optional import import_optional, resolve_device
 from ._vit.checkpoint import check_weights_file
 from ._vit.hooks import capture
 from ._vit.hub import hub_download
-from ._vit.images import images_to_tensor, timm_preprocess
+from ._vit.images import images_to_tensor, timm_images_to_tensor
 from ._vit.timm_models import create_timm_model
 
 
@@ -169,9 +169,7 @@ class TimmEmbedder(_BaseEmbedder):
             for ``token="all"``; float32.
         """
         check_is_fitted(self)
-        timm = import_optional("timm", "vision", self._feature)
-        preprocess, input_size = timm_preprocess(self.model_, timm)
-        x = images_to_tensor(images, preprocess, input_size, self._feature)
+        x = timm_images_to_tensor(images, self.model_, self._feature)
         n_prefix = self.model_.num_prefix_tokens
 
         def embed(batch):

@@ -25,8 +25,8 @@ from ._optional import import_optional, resolve_device
 from ._validation import check_samples
 from ._vit import class_analyses as analyses
 from ._vit.class_analyses import check_labels as _check_labels
-from ._vit.hooks import LAYER_SCALE, capture, check_sites
-from ._vit.images import images_to_tensor, timm_preprocess
+from ._vit.hooks import LAYER_SCALE, block_states, check_sites
+from ._vit.images import timm_images_to_tensor, timm_preprocess
 from ._vit.timm_models import create_timm_model
 
 _FEATURE = "ClassEmbeddingProjector"
@@ -204,7 +204,6 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         self : ClassEmbeddingProjector
         """
         torch = import_optional("torch", "vision", _FEATURE)
-        timm = import_optional("timm", "vision", _FEATURE)
         self.device_ = resolve_device(self.device, torch)
         model = create_timm_model(self.model, self.pretrained, _FEATURE)
         _check_vit(model)
@@ -219,33 +218,22 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         self.classes_ = np.arange(model.head.weight.shape[0])
         self.num_prefix_tokens_ = int(model.num_prefix_tokens)
         self.grid_size_ = tuple(int(g) for g in model.patch_embed.grid_size)
-        self.input_size_ = tuple(timm_preprocess(model, timm)[1])
+        self.input_size_ = tuple(timm_preprocess(model, _FEATURE)[1])
         return self
 
     # -- forward passes ---------------------------------------------------
 
     def _tensor(self, images):
-        timm = import_optional("timm", "vision", _FEATURE)
-        preprocess, input_size = timm_preprocess(self.model_, timm)
-        return images_to_tensor(images, preprocess, input_size, _FEATURE)
+        return timm_images_to_tensor(images, self.model_, _FEATURE)
 
     def _batches(self, x, sites, layers=None):
         """Yield (rows, {site: tensor (B, n_layers, n_tokens, width)}) for tensor x.
 
         The layers are `layers`, by default the selected ones.
         """
-        torch = import_optional("torch", "vision", _FEATURE)
         layers = self.layers_ if layers is None else layers
-        for start in range(0, len(x), self.batch_size):
-            batch = x[start:start + self.batch_size].to(self.device_)
-            with torch.no_grad(), capture(
-                self.model_.blocks, layers, sites, self.layer_scale
-            ) as store:
-                self.model_(batch)
-                yield slice(start, start + len(batch)), {
-                    site: torch.stack([per_layer[0] for per_layer in store[site]], dim=1)
-                    for site in sites
-                }
+        return block_states(self.model_, x, layers, sites, self.layer_scale,
+                            self.batch_size, self.device_, _FEATURE)
 
     def _to_classes(self, hidden):
         """head(fc_norm(norm(h))) on the last axis of `hidden`."""

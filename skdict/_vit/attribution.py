@@ -116,6 +116,11 @@ def kept_logits(proj, x, keep):
     """
     torch = import_optional("torch", "vision", _FEATURE)
     m, n_prefix = proj.model_, proj.num_prefix_tokens_
+    if not hasattr(m, "patch_drop"):
+        raise ValueError(
+            f"perturbation_test needs a timm VisionTransformer with a patch_drop slot "
+            f"(timm >= 1.0); this {type(m).__name__} has none."
+        )
     logits = []
     for start in range(0, len(x), proj.batch_size):
         batch = x[start:start + proj.batch_size].to(proj.device_)

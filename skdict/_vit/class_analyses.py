@@ -246,6 +246,11 @@ def _per_class_rates(hits, y, n_classes):
 
 
 def key_value_memories(proj, images, y, kind, ranking, average):
+    """Value scores, class-value agreement, top memories and (with images) key hits.
+
+    The Bunch that :func:`skdict.inspection.value_agreement` returns, without
+    the baseline.
+    """
     embedding = _numpy(proj.model_.head.weight)
     embedding = embedding / np.linalg.norm(embedding, axis=1, keepdims=True)
     scores, agreement = [], []
@@ -307,6 +312,7 @@ def probe_scores(train_states, y_train, test_states, n_classes, C, random_state)
 
 
 def readout_summary(r, has_cls, n_prefix):
+    """Mean identifiability and top-1 share per layer of the class and image tokens."""
     patches = r[:, :, n_prefix:]
     nan = np.full(r.shape[1], np.nan)
     return Bunch(
