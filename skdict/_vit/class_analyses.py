@@ -72,6 +72,7 @@ def paired_wilcoxon(trained, baseline):
 
 def check_baseline(proj, baseline):
     """A fitted baseline projector comparable with `proj`, or a clear error."""
+    # projection imports this module (through skdict.inspection): import late
     from ..projection import ClassEmbeddingProjector
 
     if not isinstance(baseline, ClassEmbeddingProjector):
