@@ -23,6 +23,7 @@ import torch
 
 from skdict import ClassEmbeddingProjector
 from skdict.datasets import load_digits_images, make_digits_vit, train_digits_vit
+from skdict.inspection import explain, perturbation_test
 
 trained = train_digits_vit(random_state=0)
 images, y = load_digits_images(subset="test", return_X_y=True)
@@ -60,13 +61,13 @@ for name, result in results.items():
 # %%
 # Explaining a prediction
 # -----------------------
-# :meth:`~skdict.ClassEmbeddingProjector.explain` scores each patch by the
+# :func:`skdict.inspection.explain` scores each patch by the
 # class evidence it writes into the class token through attention, read in
 # class-embedding space, and upsamples the patch grid to the image. Keeping
 # only the top patches preserves the accuracy better than a random order.
 projector = ClassEmbeddingProjector(trained, device="cpu", batch_size=256).fit()
-heatmap = projector.explain(images[:1], y[:1])[0]
-curves = projector.perturbation_test(images, y, random_state=0)
+heatmap = explain(projector, images[:1], y[:1])[0]
+curves = perturbation_test(projector, images, y, random_state=0)
 print(f"AUC keep-top {curves.auc_top:.3f}, random {curves.auc_random:.3f}, "
       f"keep-bottom {curves.auc_bottom:.3f}")
 

@@ -15,7 +15,7 @@ random weights.
 # %%
 # Train the digits ViT and fit the probes
 # ---------------------------------------
-# :meth:`~skdict.ClassEmbeddingProjector.linear_probe` holds out a stratified
+# :func:`skdict.inspection.linear_probe` holds out a stratified
 # quarter of the images, fits a logistic regression per layer on the class
 # token and one per image-token position, and scores the held-out images with
 # the probes and with the projection. Both are summarised by the class
@@ -26,13 +26,15 @@ import numpy as np
 
 from skdict import ClassEmbeddingProjector
 from skdict.datasets import load_digits_images, make_digits_vit, train_digits_vit
+from skdict.inspection import linear_probe
 
 images, y = load_digits_images(return_X_y=True)
 models = {"trained": train_digits_vit(random_state=0), "random": make_digits_vit(random_state=1)}
 results = {
-    name: ClassEmbeddingProjector(model, device="cpu", batch_size=512)
-    .fit()
-    .linear_probe(images, y, random_state=0)
+    name: linear_probe(
+        ClassEmbeddingProjector(model, device="cpu", batch_size=512).fit(), images, y,
+        random_state=0,
+    )
     for name, model in models.items()
 }
 for name, result in results.items():

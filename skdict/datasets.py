@@ -136,4 +136,4 @@ def _random_supports(rng, n_rows, n_atoms, k, chunk=4096):
         support[rows] = np.sort(perm, axis=1)
     return support
 
-from ._digits_vit import load_digits_images, make_digits_vit, train_digits_vit  # noqa: E402
+from ._vit.digits_vit import load_digits_images, make_digits_vit, train_digits_vit  # noqa: E402

@@ -10,18 +10,17 @@ import os
 from numbers import Integral
 from pathlib import Path
 
-import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.base import _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._checkpoint import check_weights_file
-from ._hooks import capture
-from ._hub import hub_download
-from ._images import images_to_tensor, timm_preprocess
 from ._optional import import_optional, resolve_device
-from ._timm import create_timm_model
+from ._vit.checkpoint import check_weights_file
+from ._vit.hooks import capture
+from ._vit.hub import hub_download
+from ._vit.images import images_to_tensor, timm_images_to_tensor
+from ._vit.timm_models import create_timm_model
 
 
 class _BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -170,9 +169,7 @@ class TimmEmbedder(_BaseEmbedder):
             for ``token="all"``; float32.
         """
         check_is_fitted(self)
-        timm = import_optional("timm", "vision", self._feature)
-        preprocess, input_size = timm_preprocess(self.model_, timm)
-        x = images_to_tensor(images, preprocess, input_size, self._feature)
+        x = timm_images_to_tensor(images, self.model_, self._feature)
         n_prefix = self.model_.num_prefix_tokens
 
         def embed(batch):

@@ -5,9 +5,9 @@ Classification in Class Embedding Space" (NeurIPS 2023): every token of every
 block is sent through the model's final normalisation and classifier, which
 shows how class evidence builds up over the layers.
 
-The paper's analyses (identifiability, class-similarity change, key-value
-memories, linear probes, with random-weights baselines) are functions of a
-fitted projector in ``_class_analyses``; the methods here wrap them.
+Identifiability, the paper's main measure, is a method (it is also the
+:meth:`~ClassEmbeddingProjector.score`); the paper's other analyses are
+functions of a fitted projector in :mod:`skdict.inspection`.
 """
 
 import os
@@ -16,19 +16,28 @@ from numbers import Integral
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.base import _fit_context
+from sklearn.utils import deprecated
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import _class_analyses as analyses
-from . import _attribution
-from ._class_analyses import check_labels as _check_labels
-from ._hooks import LAYER_SCALE, capture, check_sites
-from ._images import images_to_tensor, timm_preprocess
+from . import inspection
 from ._optional import import_optional, resolve_device
-from ._timm import create_timm_model
 from ._validation import check_samples
+from ._vit import class_analyses as analyses
+from ._vit.class_analyses import check_labels as _check_labels
+from ._vit.hooks import LAYER_SCALE, block_states, check_sites
+from ._vit.images import timm_images_to_tensor, timm_preprocess
+from ._vit.timm_models import create_timm_model
 
 _FEATURE = "ClassEmbeddingProjector"
+
+
+def _moved(name):
+    """The FutureWarning text of a method that moved to skdict.inspection."""
+    return (
+        f"ClassEmbeddingProjector.{name} is deprecated in 0.1 and will be removed in 0.2; "
+        f"use skdict.inspection.{name}(projector, ...) instead."
+    )
 
 
 def _check_vit(model):
@@ -104,8 +113,8 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         LayerScale (``init_values`` models): ``"after"``, as the branch is
         added to the residual; ``"before"``, at the ``attn.proj`` /
         ``mlp.fc2`` outputs, where the paper's code reads them. Also decides
-        whether :meth:`value_agreement` scales value vectors by LayerScale.
-        Identical for models without LayerScale.
+        whether :func:`skdict.inspection.value_agreement` scales value
+        vectors by LayerScale. Identical for models without LayerScale.
     output : {"logits", "probs", "rank"}, default="logits"
         Class logits, softmax probabilities, or the 0-based rank of the class
         ``y`` given to :meth:`project` (0 = top).
@@ -195,7 +204,6 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         self : ClassEmbeddingProjector
         """
         torch = import_optional("torch", "vision", _FEATURE)
-        timm = import_optional("timm", "vision", _FEATURE)
         self.device_ = resolve_device(self.device, torch)
         model = create_timm_model(self.model, self.pretrained, _FEATURE)
         _check_vit(model)
@@ -210,33 +218,22 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         self.classes_ = np.arange(model.head.weight.shape[0])
         self.num_prefix_tokens_ = int(model.num_prefix_tokens)
         self.grid_size_ = tuple(int(g) for g in model.patch_embed.grid_size)
-        self.input_size_ = tuple(timm_preprocess(model, timm)[1])
+        self.input_size_ = tuple(timm_preprocess(model, _FEATURE)[1])
         return self
 
     # -- forward passes ---------------------------------------------------
 
     def _tensor(self, images):
-        timm = import_optional("timm", "vision", _FEATURE)
-        preprocess, input_size = timm_preprocess(self.model_, timm)
-        return images_to_tensor(images, preprocess, input_size, _FEATURE)
+        return timm_images_to_tensor(images, self.model_, _FEATURE)
 
     def _batches(self, x, sites, layers=None):
         """Yield (rows, {site: tensor (B, n_layers, n_tokens, width)}) for tensor x.
 
         The layers are `layers`, by default the selected ones.
         """
-        torch = import_optional("torch", "vision", _FEATURE)
         layers = self.layers_ if layers is None else layers
-        for start in range(0, len(x), self.batch_size):
-            batch = x[start:start + self.batch_size].to(self.device_)
-            with torch.no_grad(), capture(
-                self.model_.blocks, layers, sites, self.layer_scale
-            ) as store:
-                self.model_(batch)
-                yield slice(start, start + len(batch)), {
-                    site: torch.stack([per_layer[0] for per_layer in store[site]], dim=1)
-                    for site in sites
-                }
+        return block_states(self.model_, x, layers, sites, self.layer_scale,
+                            self.batch_size, self.device_, _FEATURE)
 
     def _to_classes(self, hidden):
         """head(fc_norm(norm(h))) on the last axis of `hidden`."""
@@ -377,52 +374,6 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         cls = result.cls[-1]
         return float(result.image_tokens[-1] if np.isnan(cls) else cls)
 
-    def class_similarity_change(self, images, y, *, reference="block_input", baseline=None):
-        """Share of tokens whose true-class logit each branch raises.
-
-        A token counts for a branch of block l when the true-class logit of the
-        branch output, projected alone (read at ``site="attn"`` / ``"mlp"``, so
-        before or after LayerScale as ``layer_scale`` says), exceeds that of a
-        reference state of the same token:
-
-        - attention branch: the block input;
-        - MLP branch: the block input (``reference="block_input"``, as the
-          paper's code computes the figure) or the MLP's own input, the block
-          input plus the attention output (``reference="branch_input"``, as the
-          paper's text describes it).
-
-        Block 0 is included: its input is the embedded tokens (patch embedding,
-        position embedding and ``norm_pre``), which is what both branches of
-        block 0 read. The paper's figure starts at the second block because its
-        code stores no embedding layer; drop ``layers=0`` to match it. Tokens are
-        restricted by ``tokens``.
-
-        Parameters
-        ----------
-        images : array-like or list
-            As in :meth:`project`.
-        y : array-like of shape (n_images,)
-            True class of each image.
-        reference : {"block_input", "branch_input"}, default="block_input"
-            What the MLP output is compared with (see above).
-        baseline : ClassEmbeddingProjector, default=None
-            The same architecture with random weights. When given, its rates and
-            one-sided Wilcoxon p-values (trained > baseline, paired by image on
-            the per-image rates, per layer) are returned too.
-
-        Returns
-        -------
-        result : :class:`~sklearn.utils.Bunch`
-            ``attn`` and ``mlp``: (n_selected_layers,) change rates in [0, 1];
-            ``layers``: the block indices; ``reference``. With ``baseline``:
-            ``baseline`` (its ``attn`` and ``mlp``) and ``pvalue`` (``attn``
-            and ``mlp``, one p-value per layer).
-        """
-        check_is_fitted(self)
-        return analyses.class_similarity_change(
-            self, images, y, reference=reference, baseline=baseline
-        )
-
     def project_directions(self, V):
         """Class scores that residual-stream directions add, e.g. dictionary atoms.
 
@@ -457,171 +408,39 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             scores = self._to_classes(V) - self._to_classes(torch.zeros_like(V[:1]))
         return scores.cpu().numpy()
 
+    # The analyses below moved to skdict.inspection (functions taking a fitted
+    # projector, as sklearn.inspection does); the methods stay for one release.
+
+    @deprecated(_moved("class_similarity_change"))
+    def class_similarity_change(self, images, y, *, reference="block_input", baseline=None):
+        """Deprecated: use :func:`skdict.inspection.class_similarity_change`."""
+        return inspection.class_similarity_change(
+            self, images, y, reference=reference, baseline=baseline
+        )
+
+    @deprecated(_moved("value_agreement"))
     def value_agreement(self, images=None, y=None, *, kind="mlp", ranking="raw",
                         average="class", baseline=None):
-        """Read the MLP or attention layers as key-value memories.
-
-        A layer's output is a sum of value vectors weighted by keys. For the
-        MLP (``kind="mlp"``) the values are the columns of ``mlp.fc2.weight``
-        and a token's keys are the ``fc1`` outputs (before the activation);
-        for attention (``kind="attn"``) the values are the columns of
-        ``attn.proj.weight`` and the keys are the attention-weighted values of
-        all heads, concatenated (the input of ``attn.proj``). With
-        ``layer_scale="after"`` and a LayerScale in the block, the values are
-        scaled by its gamma, as they are written to the residual.
-
-        Each class's top-5 memories are the values that score it highest. With
-        ``ranking="raw"`` (the paper's definition) the scores are the raw
-        product ``head.weight @ values.T`` (E W_out), so a value's length
-        counts; ``ranking="normalized"`` uses :meth:`project_directions`, which
-        applies the final norm and discards the value's length. Ties go to the
-        lower value index.
-
-        The key-value agreement of a token is whether its 5 largest keys include
-        one of its true class's top-5 memories. ``average="class"`` (the
-        paper's) averages the tokens of each class's images, then the classes
-        present in ``y``; ``average="token"`` pools all tokens (equal when the
-        classes have equal counts).
-
-        Parameters
-        ----------
-        images : array-like or list, default=None
-            Images for the key-value agreement rate (as in :meth:`project`).
-        y : array-like of shape (n_images,), default=None
-            Their true classes.
-        kind : {"mlp", "attn"}, default="mlp"
-            Which layers to read as memories.
-        ranking : {"raw", "normalized"}, default="raw"
-            How values are scored for each class (see above).
-        average : {"class", "token"}, default="class"
-            How the key-value agreement rate averages tokens (see above).
-        baseline : ClassEmbeddingProjector, default=None
-            The same architecture with random weights. When given, its
-            agreements and one-sided Wilcoxon p-values (trained > baseline,
-            paired by class, per layer) are returned too.
-
-        Returns
-        -------
-        result : :class:`~sklearn.utils.Bunch`
-            ``value_scores``: (n_selected_layers, n_values, n_classes) class
-            scores of the value vectors (per ``ranking``); ``agreement``:
-            (n_selected_layers, n_classes) class-value agreement, the largest
-            cosine between the class embedding (row of ``head.weight``) and any
-            value vector; ``top_memories``: (n_selected_layers, n_classes, 5)
-            the values that score each class highest, best first;
-            ``key_value_agreement``: (n_selected_layers,) the agreement rate
-            (tokens restricted by ``tokens``), or None without images;
-            ``key_value_agreement_per_class``: (n_selected_layers, n_classes),
-            NaN for classes absent from ``y``, or None; ``layers``; ``kind``,
-            ``ranking``, ``average``. With ``baseline``: ``baseline``
-            (``agreement`` and ``key_value_agreement``) and ``pvalue`` (the
-            same two keys, one p-value per layer; None without images).
-        """
-        check_is_fitted(self)
-        return analyses.value_agreement(
+        """Deprecated: use :func:`skdict.inspection.value_agreement`."""
+        return inspection.value_agreement(
             self, images, y, kind=kind, ranking=ranking, average=average, baseline=baseline
         )
 
+    @deprecated(_moved("linear_probe"))
     def linear_probe(self, images, y, *, test_size=0.25, C=1.0, random_state=0):
-        """Per-layer linear probes next to the model's own class readout.
-
-        The paper argues that projecting onto the class embeddings shows what
-        the model itself uses, where a probe may find class information that
-        the model never reads out. This fits, for each selected layer, a
-        logistic regression (standardised inputs, ``C``) on the hidden states
-        at ``site`` of the training images: one probe for the class token and
-        one per image-token position, as in the paper's code (which uses ridge
-        regression). On the held-out images, the probe's class scores and the
-        class-embedding projection of the same states are turned into the same
-        measures.
-
-        Parameters
-        ----------
-        images : array-like or list
-            As in :meth:`project`.
-        y : array-like of shape (n_images,)
-            True class of each image.
-        test_size : float, default=0.25
-            Share of images held out (stratified by class).
-        C : float, default=1.0
-            Inverse regularisation strength of the probes.
-        random_state : int, default=0
-            Seed of the split and the probes.
-
-        Returns
-        -------
-        result : :class:`~sklearn.utils.Bunch`
-            ``probe`` and ``projection``, each with ``cls`` and
-            ``image_tokens`` (mean identifiability, as in
-            :meth:`identifiability`, per layer) and ``cls_accuracy`` and
-            ``image_tokens_accuracy`` (share of tokens with the true class
-            strictly on top); ``layers``; ``train_index`` and ``test_index``.
-        """
-        check_is_fitted(self)
-        return analyses.linear_probe(
+        """Deprecated: use :func:`skdict.inspection.linear_probe`."""
+        return inspection.linear_probe(
             self, images, y, test_size=test_size, C=C, random_state=random_state
         )
 
+    @deprecated(_moved("explain"))
     def explain(self, images, y=None):
-        """Heatmaps of the patches that carry evidence for a class.
+        """Deprecated: use :func:`skdict.inspection.explain`."""
+        return inspection.explain(self, images, y)
 
-        Rule: the evidence of patch token j for class c is what j writes,
-        through the attention layers of the selected blocks, into the pooled
-        token (the class token, or the mean of the patch tokens for pooled
-        models), read in class-embedding space. In each block, j's term of the
-        attention output at the pooled query is ``ls1(proj(A[query, j] v_j))``
-        (attention weights times value vectors, per head, without the bias);
-        its class-c score is its dot product with the gradient of the class-c
-        logit ``head(fc_norm(norm(.)))`` at the model's final pooled state,
-        i.e. the classifier linearised where the model is. The evidence sums
-        these scores over the selected blocks. The patch grid is upsampled
-        bilinearly to the image size. Fused attention is unaffected: the
-        attention weights are recomputed from the captured inputs.
-
-        Parameters
-        ----------
-        images : array-like or list
-            As in :meth:`project`.
-        y : array-like of shape (n_images,), default=None
-            Class to explain per image; None explains the model's prediction.
-
-        Returns
-        -------
-        heatmaps : ndarray of shape (n_images, H, W)
-            Evidence per pixel in class-logit units (float32); positive
-            patches push the class up, negative ones down.
-        """
-        check_is_fitted(self)
-        return _attribution.explain(self, images, y)
-
+    @deprecated(_moved("perturbation_test"))
     def perturbation_test(self, images, y, *, fractions=None, random_state=None):
-        """Accuracy when keeping only the most, least or randomly chosen patches.
-
-        Patches are ranked by the evidence of :meth:`explain` for the true
-        class; for each fraction, the model sees the prefix tokens and only the
-        kept patch tokens (the others are removed from the sequence, positions
-        kept). A good explanation keeps the accuracy high with few top patches
-        (high ``auc_top``) and low with few bottom ones.
-
-        Parameters
-        ----------
-        images : array-like or list
-            As in :meth:`project`.
-        y : array-like of shape (n_images,)
-            True class of each image.
-        fractions : array-like of float in (0, 1], default=None
-            Shares of patches to keep, increasing; None for 0.1, 0.2, ..., 1.
-        random_state : int, RandomState instance or None, default=None
-            Seed of the random-order baseline.
-
-        Returns
-        -------
-        result : :class:`~sklearn.utils.Bunch`
-            ``fractions``; ``top``, ``bottom``, ``random``: accuracy curves;
-            ``auc_top``, ``auc_bottom``, ``auc_random``: their areas, divided by
-            the range of fractions.
-        """
-        check_is_fitted(self)
-        return _attribution.perturbation_test(
+        """Deprecated: use :func:`skdict.inspection.perturbation_test`."""
+        return inspection.perturbation_test(
             self, images, y, fractions=fractions, random_state=random_state
         )

@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 
 from skdict import CLIPEmbedder, DoubleBatchKSVD, TimmEmbedder  # noqa: E402
-from skdict._hub import hub_reachable  # noqa: E402
+from skdict._vit.hub import hub_reachable  # noqa: E402
 from skdict.datasets import load_digits_images, make_digits_vit  # noqa: E402
 
 from _tolerance import assert_same_codes, dot_rtol  # noqa: E402

@@ -1,4 +1,3 @@
-import copy
 import pickle
 
 import numpy as np
@@ -10,10 +9,14 @@ from sklearn.base import clone
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
 
-from timm.models.vision_transformer import ResPostBlock, VisionTransformer  # noqa: E402
+from _vits import (  # noqa: E402
+    hidden_states, linear_readout, random_images, states_by_hand, tiny_vit, trained_digits_vit,
+)
+from timm.models.vision_transformer import ResPostBlock  # noqa: E402
 
+import skdict.inspection  # noqa: E402
 from skdict import ClassEmbeddingProjector  # noqa: E402
-from skdict._hub import hub_reachable  # noqa: E402
+from skdict._vit.hub import hub_reachable  # noqa: E402
 from skdict.datasets import load_digits_images, make_digits_vit, train_digits_vit  # noqa: E402
 
 
@@ -27,55 +30,13 @@ def digits_test():
 
 @pytest.fixture(scope="module")
 def trained_vit(torch_one_thread):
-    return train_digits_vit(random_state=0)
-
-
-def _tiny_vit(seed=0, **kwargs):
-    """A random 16x16 ViT with 4x4 patches whose every weight is non-trivial."""
-    torch.manual_seed(seed)
-    params = dict(img_size=16, patch_size=4, in_chans=3, num_classes=7, embed_dim=16,
-                  depth=3, num_heads=2, mlp_ratio=2.0)
-    params.update(kwargs)
-    model = VisionTransformer(**params).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return model
-
-
-def _images(n=3, seed=0, size=16, channels=3):
-    return np.random.default_rng(seed).standard_normal((n, channels, size, size)).astype(
-        np.float32
-    )
-
-
-def _hidden_states(model, x):
-    """Block outputs computed by hand, without hooks."""
-    h = model.norm_pre(model._pos_embed(model.patch_embed(torch.from_numpy(x))))
-    out = []
-    with torch.no_grad():
-        for block in model.blocks:
-            h = block(h)
-            out.append(h)
-    return out
-
-
-def _linear_readout(model):
-    """Make norm+head the identity so that projections are the hidden states."""
-    width = model.embed_dim
-    model.norm = torch.nn.Identity()
-    model.fc_norm = torch.nn.Identity()
-    model.head = torch.nn.Linear(width, width)
-    with torch.no_grad():
-        model.head.weight.copy_(torch.eye(width))
-        model.head.bias.zero_()
-    return model
+    return trained_digits_vit()
 
 
 @pytest.mark.parametrize("reg_tokens", [0, 2])
 def test_cls_projection_at_last_block_is_the_model_output(reg_tokens):
-    model = _tiny_vit(reg_tokens=reg_tokens)
-    x = _images()
+    model = tiny_vit(reg_tokens=reg_tokens)
+    x = random_images()
     proj = ClassEmbeddingProjector(model, device="cpu").fit()
     assert proj.num_prefix_tokens_ == 1 + reg_tokens
     with torch.no_grad():
@@ -84,11 +45,11 @@ def test_cls_projection_at_last_block_is_the_model_output(reg_tokens):
 
 
 def test_pooled_model_projects_each_token_through_fc_norm():
-    model = _tiny_vit(global_pool="avg", class_token=False)
+    model = tiny_vit(global_pool="avg", class_token=False)
     assert isinstance(model.norm, torch.nn.Identity)
-    x = _images()
+    x = random_images()
     proj = ClassEmbeddingProjector(model, tokens="patches", device="cpu").fit()
-    hidden = _hidden_states(model, x)
+    hidden = hidden_states(model, x)
     with torch.no_grad():
         expected = np.stack([model.head(model.fc_norm(h)).numpy() for h in hidden], axis=1)
         # the captured block output, pooled, gives the model's own output
@@ -98,9 +59,9 @@ def test_pooled_model_projects_each_token_through_fc_norm():
 
 
 def test_identity_readout_gives_hidden_states_probs_and_ranks():
-    model = _linear_readout(_tiny_vit(reg_tokens=1))
-    x = _images()
-    hidden = np.stack([h.numpy() for h in _hidden_states(model, x)], axis=1)
+    model = linear_readout(tiny_vit(reg_tokens=1))
+    x = random_images()
+    hidden = np.stack([h.numpy() for h in hidden_states(model, x)], axis=1)
     logits = ClassEmbeddingProjector(model, tokens="all", device="cpu").fit().project(x)
     np.testing.assert_allclose(logits, hidden, atol=1e-5)
 
@@ -122,8 +83,8 @@ def test_identity_readout_gives_hidden_states_probs_and_ranks():
 @pytest.mark.parametrize("block_fn", [None, ResPostBlock])
 def test_branches_add_up_to_the_residual(block_fn):
     kwargs = {"init_values": 0.5} if block_fn is None else {"block_fn": block_fn}
-    model = _linear_readout(_tiny_vit(**kwargs))
-    x = _images()
+    model = linear_readout(tiny_vit(**kwargs))
+    x = random_images()
 
     def site(name):
         est = ClassEmbeddingProjector(model, site=name, tokens="all", device="cpu")
@@ -137,8 +98,8 @@ def test_branches_add_up_to_the_residual(block_fn):
 
 
 def test_fused_attention_does_not_change_projections():
-    model = _tiny_vit()
-    x = _images()
+    model = tiny_vit()
+    x = random_images()
     results = []
     for fused in (True, False):
         for block in model.blocks:
@@ -178,7 +139,7 @@ def test_transform_shape_feature_names_clone_and_pickle(digits_test):
 
 
 def test_whole_pickled_model_refused_and_local_checkpoint_loads(tmp_path):
-    model = _tiny_vit()
+    model = tiny_vit()
     path = tmp_path / "model.pt"
     torch.save(model, path)
     # A whole pickled module could run code when loaded: it is refused.
@@ -216,46 +177,35 @@ def test_trained_digits_vit_becomes_identifiable_over_blocks(trained_vit, digits
     assert np.mean(ranks.fit().project(images, y) == 0) == pytest.approx(accuracy)
 
 
-def test_branch_change_rates_are_shares_of_tokens(trained_vit, digits_test):
+def test_deprecated_analysis_methods_warn_and_return_the_functions_results(digits_test):
     images, y = digits_test
-    rates = {}
-    for name, model in (("trained", trained_vit), ("random", make_digits_vit(random_state=1))):
-        proj = ClassEmbeddingProjector(model, device="cpu", batch_size=512).fit()
-        rates[name] = proj.class_similarity_change(images, y)
-        for branch in (rates[name].attn, rates[name].mlp):
-            assert branch.shape == (4,) and np.all((branch >= 0) & (branch <= 1))
-    # the class token enters block 0 knowing nothing of the image: after
-    # training, attention brings it evidence for the true class almost always
-    assert rates["trained"].attn[0] > 0.8
-    assert rates["trained"].attn[0] - rates["random"].attn[0] > 0.3
+    images, y = images[:80], y[:80]
+    proj = ClassEmbeddingProjector(make_digits_vit(), layers=-1, device="cpu").fit()
+    calls = {
+        "class_similarity_change": (images, y),
+        "value_agreement": (images, y),
+        "linear_probe": (images, y),
+        "explain": (images[:3], y[:3]),
+        "perturbation_test": (images, y),
+    }
+    kwargs = {"perturbation_test": {"random_state": 0}}
+    for name, args in calls.items():
+        function = getattr(skdict.inspection, name)
+        with pytest.warns(FutureWarning, match=f"use skdict.inspection.{name}"):
+            old = getattr(proj, name)(*args, **kwargs.get(name, {}))
+        _assert_same_result(old, function(proj, *args, **kwargs.get(name, {})))
 
 
-def test_perturbation_test_beats_random_order(trained_vit, digits_test):
-    images, y = digits_test
-    proj = ClassEmbeddingProjector(trained_vit, device="cpu", batch_size=512).fit()
-    result = proj.perturbation_test(images[:200], y[:200], random_state=0)
-    assert result.auc_top > result.auc_random > result.auc_bottom
-    # keeping every patch is the plain model
-    assert result.top[-1] == result.bottom[-1] == result.random[-1]
-    heatmaps = proj.explain(images[:5], y[:5])
-    assert heatmaps.shape == (5, 8, 8)
-    assert heatmaps.dtype == np.float32 and np.abs(heatmaps).max() > 0
-    # the heatmap of the predicted class is the default
-    with torch.no_grad():
-        predicted = trained_vit(torch.from_numpy(images[:5])).argmax(1).numpy()
-    np.testing.assert_allclose(proj.explain(images[:5]), proj.explain(images[:5], predicted))
-
-
-def test_attention_contributions_sum_to_the_class_token_output():
-    from skdict._attribution import attention_contributions
-
-    attn = _tiny_vit().blocks[1].attn
-    attn.fused_attn = True
-    z = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 5, 16)).astype(np.float32))
-    with torch.no_grad():
-        contributions = attention_contributions(attn, z, slice(0, 1), torch)
-        expected = attn(z)[:, 0] - attn.proj.bias
-    np.testing.assert_allclose(contributions.sum(dim=1).numpy(), expected.numpy(), atol=1e-5)
+def _assert_same_result(actual, expected):
+    """Equal arrays, or Bunches of them, key by key (the same computation twice)."""
+    if isinstance(expected, dict):
+        assert actual.keys() == expected.keys()
+        for key in expected:
+            _assert_same_result(actual[key], expected[key])
+    elif isinstance(expected, np.ndarray):
+        np.testing.assert_array_equal(actual, expected)
+    else:
+        assert actual == expected
 
 
 def test_project_directions_ranks_the_head_rows_first(trained_vit):
@@ -269,37 +219,12 @@ def test_project_directions_ranks_the_head_rows_first(trained_vit):
 
 
 def test_project_directions_is_the_linear_readout_without_biases():
-    model = _linear_readout(_tiny_vit())
+    model = linear_readout(tiny_vit())
     with torch.no_grad():
         model.head.bias.fill_(2.0)
     V = np.random.default_rng(0).standard_normal((5, 16)).astype(np.float32)
     proj = ClassEmbeddingProjector(model, device="cpu").fit()
     np.testing.assert_allclose(proj.project_directions(V), V, atol=1e-5)
-
-
-def test_value_agreement_finds_a_planted_class_memory(digits_test):
-    model = make_digits_vit()
-    with torch.no_grad():
-        model.blocks[2].mlp.fc2.weight[:, 7] = 5 * model.head.weight[3]
-    proj = ClassEmbeddingProjector(model, layers=[1, 2], device="cpu").fit()
-    images, y = digits_test
-    result = proj.value_agreement(images[:50], y[:50])
-    assert result.agreement.shape == (2, 10) and result.top_memories.shape == (2, 10, 5)
-    assert result.agreement[1, 3] == pytest.approx(1.0, abs=1e-5)
-    assert result.agreement[0, 3] < 0.9
-    assert 7 in result.top_memories[1, 3]
-    assert result.value_scores.shape == (2, 128, 10)
-    assert np.all((result.key_value_agreement >= 0) & (result.key_value_agreement <= 1))
-    assert proj.value_agreement().key_value_agreement is None
-
-
-def test_key_value_agreement_is_higher_after_training(trained_vit, digits_test):
-    images, y = digits_test
-    rates = []
-    for model in (trained_vit, make_digits_vit(random_state=1)):
-        proj = ClassEmbeddingProjector(model, device="cpu", batch_size=512).fit()
-        rates.append(proj.value_agreement(images, y).key_value_agreement)
-    assert rates[0][-1] > rates[1][-1]
 
 
 def test_bad_input_gives_clear_errors(tmp_path, digits_test):
@@ -317,7 +242,7 @@ def test_bad_input_gives_clear_errors(tmp_path, digits_test):
     with pytest.raises(ValueError, match="tokens"):
         ClassEmbeddingProjector(make_digits_vit(), tokens="every").fit()
     with pytest.raises(ValueError, match="no class token"):
-        ClassEmbeddingProjector(_tiny_vit(global_pool="avg", class_token=False)).fit()
+        ClassEmbeddingProjector(tiny_vit(global_pool="avg", class_token=False)).fit()
     proj = ClassEmbeddingProjector(make_digits_vit(), device="cpu").fit()
     with pytest.raises(ValueError, match=r"\(N, 1, 8, 8\)"):
         proj.project(np.zeros((2, 3, 8, 8), np.float32))
@@ -371,45 +296,13 @@ def test_project_directions_ignores_scale_and_constant_offsets(
 # -- known-answer tests of the paper's analyses -------------------------------
 
 
-def _by_hand(model, x):
-    """Every site of every block, computed by hand from the module weights."""
-    h = model.norm_pre(model._pos_embed(model.patch_embed(torch.from_numpy(x))))
-    sites = []
-    with torch.no_grad():
-        for block in model.blocks:
-            attn = block.attn
-            z = block.norm1(h)
-            B, T, _ = z.shape
-            qkv = attn.qkv(z).reshape(B, T, 3, attn.num_heads, attn.head_dim)
-            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-            weights = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
-            attn_keys = (weights @ v).transpose(1, 2).reshape(B, T, -1)
-            attn_raw = attn.proj(attn_keys)
-            attn_out = block.ls1.gamma * attn_raw if hasattr(block.ls1, "gamma") else attn_raw
-            mid = h + attn_out
-            mlp_keys = block.mlp.fc1(block.norm2(mid))
-            mlp_raw = block.mlp.fc2(block.mlp.act(mlp_keys))
-            mlp_out = block.ls2.gamma * mlp_raw if hasattr(block.ls2, "gamma") else mlp_raw
-            out = mid + mlp_out
-            np.testing.assert_allclose(out.numpy(), block(h).numpy(), atol=1e-5)
-            sites.append(dict(input=h, attn=attn_out, attn_raw=attn_raw, mid=mid, mlp=mlp_out,
-                              mlp_raw=mlp_raw, attn_keys=attn_keys, mlp_keys=mlp_keys))
-            h = out
-    return [{name: t.detach().numpy() for name, t in s.items()} for s in sites]
-
-
-def _width_classes_vit(**kwargs):
-    """A tiny ViT whose 16 classes equal its width, for the identity readout."""
-    return _linear_readout(_tiny_vit(num_classes=16, **kwargs))
-
-
 def test_ties_count_against_the_true_class():
-    model = _linear_readout(_tiny_vit(num_classes=16))
+    model = linear_readout(tiny_vit(num_classes=16))
     with torch.no_grad():
         model.head.weight.zero_()  # every class scores the bias: all tie
         model.head.bias.zero_()
         model.head.bias[:2] = 1.0  # ... except classes 0 and 1, tied on top
-    x, y = _images(), np.array([0, 1, 5])
+    x, y = random_images(), np.array([0, 1, 5])
     ranks = ClassEmbeddingProjector(model, output="rank", device="cpu").fit().project(x, y)
     # classes 0 and 1 each have one other class at least as high; class 5 has
     # the 15 other classes at least as high (14 tied, 2 above)
@@ -420,9 +313,9 @@ def test_ties_count_against_the_true_class():
 
 
 def test_layer_scale_reads_branches_before_or_after_it():
-    model = _linear_readout(_tiny_vit(init_values=0.5, num_classes=16))
-    x = _images()
-    by_hand = _by_hand(model, x)
+    model = linear_readout(tiny_vit(init_values=0.5, num_classes=16))
+    x = random_images()
+    by_hand = states_by_hand(model, x)
     for layer_scale, suffix in (("after", ""), ("before", "_raw")):
         for branch in ("attn", "mlp"):
             est = ClassEmbeddingProjector(model, site=branch, tokens="all",
@@ -435,207 +328,3 @@ def test_layer_scale_reads_branches_before_or_after_it():
     assert np.ptp(gamma) > 0.05  # a non-trivial LayerScale, so the two readings differ
 
 
-@pytest.mark.parametrize("init_values", [None, 0.5])
-def test_class_similarity_change_is_the_share_of_raised_true_class_logits(init_values):
-    model = _width_classes_vit(init_values=init_values)
-    x, y = _images(n=6), np.array([0, 3, 3, 7, 9, 15])
-    by_hand = _by_hand(model, x)
-    proj = ClassEmbeddingProjector(model, tokens="all", device="cpu").fit()
-
-    def true_logit(name):  # identity readout: logits are the states
-        states = np.stack([s[name] for s in by_hand], axis=1)  # (N, layers, T, 16)
-        return np.take_along_axis(states, y[:, None, None, None], axis=-1)[..., 0]
-
-    expected_attn = (true_logit("attn") > true_logit("input")).mean(axis=(0, 2))
-    for reference, start in (("block_input", "input"), ("branch_input", "mid")):
-        result = proj.class_similarity_change(x, y, reference=reference)
-        np.testing.assert_allclose(result.attn, expected_attn)
-        expected_mlp = (true_logit("mlp") > true_logit(start)).mean(axis=(0, 2))
-        np.testing.assert_allclose(result.mlp, expected_mlp)
-        assert result.attn.shape == (3,)  # block 0 included
-    assert not np.allclose(proj.class_similarity_change(x, y).mlp,
-                           proj.class_similarity_change(x, y, reference="branch_input").mlp)
-    with pytest.raises(ValueError, match="reference must be"):
-        proj.class_similarity_change(x, y, reference="mlp_input")
-
-
-def _top5(scores):
-    """Top 5 of each row, ties to the lower index (numpy's stable sort)."""
-    return np.argsort(-scores, axis=1, kind="stable")[:, :5]
-
-
-@pytest.mark.parametrize("kind", ["mlp", "attn"])
-def test_top_memories_are_ranked_by_the_raw_product_by_default(kind):
-    model = _tiny_vit(init_values=0.5)  # LayerScale: values are written scaled by gamma
-    proj = ClassEmbeddingProjector(model, device="cpu").fit()
-    E = model.head.weight.detach().numpy()
-    for layer, block in enumerate(model.blocks):
-        W = (block.mlp.fc2 if kind == "mlp" else block.attn.proj).weight.detach().numpy()
-        gamma = (block.ls2 if kind == "mlp" else block.ls1).gamma.detach().numpy()
-        after = proj.value_agreement(kind=kind)
-        # float32 products of the same arrays, by numpy on both sides; the
-        # tolerance only covers a different summation order
-        np.testing.assert_allclose(after.value_scores[layer], (E @ (gamma[:, None] * W)).T,
-                                   rtol=1e-5, atol=1e-6)
-        np.testing.assert_array_equal(after.top_memories[layer], _top5(E @ (gamma[:, None] * W)))
-        before = clone(proj).set_params(layer_scale="before").fit().value_agreement(kind=kind)
-        np.testing.assert_array_equal(before.top_memories[layer], _top5(E @ W))
-        # class-value agreement: the largest cosine between class and value
-        unit_E = E / np.linalg.norm(E, axis=1, keepdims=True)
-        unit_W = W / np.linalg.norm(W, axis=0, keepdims=True)
-        np.testing.assert_allclose(before.agreement[layer], (unit_E @ unit_W).max(axis=1),
-                                   atol=1e-6)
-
-
-def test_normalized_ranking_applies_the_final_layernorm_and_drops_the_length():
-    model = make_digits_vit(random_state=2)
-    E = model.head.weight.detach().numpy()
-    with torch.no_grad():
-        # value 1: class 3's embedding, centred (the direction a LayerNorm readout
-        # scores highest for class 3); value 0: 40 times longer, but half of it
-        # along a centred direction n orthogonal to it, which class 3 ignores
-        e = E[3] - E[3].mean()
-        n = np.random.default_rng(0).standard_normal(64)
-        n -= n.mean()
-        n -= (n @ e) / (e @ e) * e
-        n *= np.linalg.norm(e) / np.linalg.norm(n)
-        model.blocks[0].mlp.fc2.weight[:, 0] = torch.from_numpy(20 * (e + n))
-        model.blocks[0].mlp.fc2.weight[:, 1] = torch.from_numpy(0.5 * e)
-    proj = ClassEmbeddingProjector(model, layers=[0], device="cpu").fit()
-    values = model.blocks[0].mlp.fc2.weight.detach().numpy().T
-    centred = values - values.mean(axis=1, keepdims=True)
-    normed = centred / np.sqrt(centred.var(axis=1, keepdims=True) + model.norm.eps)
-    expected = (normed * model.norm.weight.detach().numpy()) @ E.T
-    normalized = proj.value_agreement(ranking="normalized")
-    # float32 LayerNorm vs the float64 formula, scores of order 1
-    np.testing.assert_allclose(normalized.value_scores[0], expected, rtol=1e-4, atol=1e-3)
-    np.testing.assert_array_equal(normalized.top_memories[0], _top5(expected.T))
-    raw = proj.value_agreement()
-    assert raw.ranking == "raw" and raw.top_memories[0, 3, 0] == 0
-    assert normalized.top_memories[0, 3, 0] == 1
-
-
-@pytest.mark.parametrize("kind", ["mlp", "attn"])
-def test_key_value_agreement_by_hand_with_both_averages(kind):
-    model = _tiny_vit()
-    x, y = _images(n=5), np.array([2, 2, 2, 2, 6])  # unequal class counts
-    by_hand = _by_hand(model, x)
-    proj = ClassEmbeddingProjector(model, tokens="all", device="cpu").fit()
-    per_class = proj.value_agreement(x, y, kind=kind)
-    assert per_class.average == "class"
-    hits = []
-    for layer, sites in enumerate(by_hand):
-        top_keys = np.argsort(-sites[f"{kind}_keys"], axis=-1, kind="stable")[..., :5]
-        memories = per_class.top_memories[layer][y]  # (N, 5)
-        hits.append([[np.isin(top_keys[i, t], memories[i]).any()
-                      for t in range(top_keys.shape[1])] for i in range(len(y))])
-    hits = np.array(hits).transpose(1, 0, 2)  # (N, layers, T)
-    class_rates = np.stack([hits[y == c].mean(axis=(0, 2)) for c in (2, 6)])
-    np.testing.assert_allclose(per_class.key_value_agreement, class_rates.mean(axis=0))
-    np.testing.assert_allclose(per_class.key_value_agreement_per_class[:, [2, 6]], class_rates.T)
-    assert np.isnan(per_class.key_value_agreement_per_class[:, 0]).all()
-    pooled = proj.value_agreement(x, y, kind=kind, average="token")
-    np.testing.assert_allclose(pooled.key_value_agreement, hits.mean(axis=(0, 2)))
-    assert not np.allclose(pooled.key_value_agreement, per_class.key_value_agreement)
-
-
-def test_baselines_give_wilcoxon_p_values_of_the_paired_measures():
-    from scipy.stats import wilcoxon
-
-    trained, random = _width_classes_vit(seed=0), _width_classes_vit(seed=1)
-    x, y = _images(n=8), np.arange(8) * 2
-    proj = ClassEmbeddingProjector(trained, tokens="all", device="cpu").fit()
-    baseline = ClassEmbeddingProjector(random, tokens="all", device="cpu")  # fitted for us
-
-    ident = proj.identifiability(x, y, baseline=baseline)
-    r = {}
-    for name, model in (("trained", trained), ("random", random)):
-        states = np.stack([s["input"] for s in _by_hand(model, x)[1:]]
-                          + [np.stack([h.numpy() for h in _hidden_states(model, x)])[-1]],
-                          axis=1)  # block outputs: inputs of blocks 1, 2, then the last output
-        target = np.take_along_axis(states, y[:, None, None, None], axis=-1)
-        r[name] = 1 - ((states >= target).sum(-1) - 1) / 16
-    np.testing.assert_allclose(ident.baseline.cls, r["random"][:, :, 0].mean(0))
-    for layer in range(3):
-        patches = [r[name][:, layer, 1:].ravel() for name in ("trained", "random")]
-        expected = wilcoxon(*patches, alternative="greater").pvalue
-        assert ident.pvalue.image_tokens[layer] == pytest.approx(expected, rel=1e-9)
-
-    memories = proj.value_agreement(baseline=baseline)
-    expected = [wilcoxon(a, b, alternative="greater").pvalue
-                for a, b in zip(memories.agreement, memories.baseline.agreement)]
-    np.testing.assert_allclose(memories.pvalue.agreement, expected, rtol=1e-9)
-    assert memories.pvalue.key_value_agreement is None
-
-    change = proj.class_similarity_change(x, y, baseline=baseline)
-    assert change.pvalue.attn.shape == change.pvalue.mlp.shape == (3,)
-    assert np.all((change.pvalue.mlp > 0) & (change.pvalue.mlp <= 1))
-    with pytest.raises(ValueError, match="same classes"):
-        proj.identifiability(x, y, baseline=ClassEmbeddingProjector(_tiny_vit(), device="cpu"))
-    with pytest.raises(ValueError, match="baseline reads tokens='cls'"):
-        proj.identifiability(x, y, baseline=ClassEmbeddingProjector(random, device="cpu"))
-    with pytest.raises(TypeError, match="baseline must be a ClassEmbeddingProjector"):
-        proj.identifiability(x, y, baseline=random)
-
-
-def test_paired_wilcoxon_without_differences_is_no_evidence():
-    from skdict._class_analyses import paired_wilcoxon
-
-    assert paired_wilcoxon(np.ones(5), np.ones(5)) == 1.0
-    # NaN pairs (classes absent from the images) are dropped
-    assert paired_wilcoxon([1.0, np.nan, 2.0], [0.0, 1.0, 1.0]) == pytest.approx(0.25)
-
-
-def test_linear_probe_sees_class_information_the_readout_ignores(trained_vit):
-    images, y = load_digits_images(subset="all", return_X_y=True)
-    images, y = images[:400], y[:400]
-    blind = copy.deepcopy(trained_vit)
-    with torch.no_grad():
-        blind.head.weight.zero_()  # the model's own readout sees nothing
-        blind.head.bias.zero_()
-    proj = ClassEmbeddingProjector(blind, layers=[0, 3], device="cpu", batch_size=512).fit()
-    result = proj.linear_probe(images, y, random_state=0)
-    # every class ties at the bias 0: the true class ranks last, r = 1/10
-    np.testing.assert_allclose(result.projection.cls, 0.1)
-    np.testing.assert_allclose(result.projection.image_tokens, 0.1)
-    assert np.all(result.probe.cls > 0.9) and np.all(result.probe.image_tokens > 0.6)
-
-    # the probe of the last block's class token is a plain sklearn fit on its states
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    hidden = np.stack([h.numpy() for h in _hidden_states(trained_vit, images)], axis=1)
-    train, test = result.train_index, result.test_index
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=0))
-    scores = probe.fit(hidden[train, 3, 0], y[train]).decision_function(hidden[test, 3, 0])
-    target = scores[np.arange(len(test)), y[test]][:, None]
-    expected_r = 1 - ((scores >= target).sum(1) - 1) / 10
-    assert result.probe.cls[1] == pytest.approx(expected_r.mean())
-    assert result.probe.cls_accuracy[1] == pytest.approx(np.mean(expected_r == 1))
-
-    # with the real head, the projection part is identifiability on the test split
-    real = ClassEmbeddingProjector(trained_vit, layers=[0, 3], device="cpu").fit()
-    ident = real.identifiability(images[test], y[test])
-    both = real.linear_probe(images, y, random_state=0)
-    np.testing.assert_allclose(both.projection.cls, ident.cls)
-    np.testing.assert_allclose(both.projection.image_tokens, ident.image_tokens)
-
-
-def test_class_similarity_change_of_post_norm_blocks_from_the_sites():
-    model = _linear_readout(_tiny_vit(block_fn=ResPostBlock, num_classes=16))
-    x, y = _images(n=4), np.array([1, 4, 9, 12])
-
-    def site(name):  # identity readout: true-class logits are the states
-        est = ClassEmbeddingProjector(model, site=name, tokens="all", device="cpu").fit()
-        states = est.project(x)
-        return np.take_along_axis(states, y[:, None, None, None], axis=-1)[..., 0]
-
-    resid, attn, mlp = site("resid"), site("attn"), site("mlp")
-    block_input = resid[:, :-1]  # the input of blocks 1 and 2
-    proj = ClassEmbeddingProjector(model, layers=[1, 2], tokens="all", device="cpu").fit()
-    result = proj.class_similarity_change(x, y, reference="branch_input")
-    np.testing.assert_allclose(result.attn, (attn[:, 1:] > block_input).mean(axis=(0, 2)))
-    # post-norm: the MLP reads the residual after the attention branch
-    mlp_input = block_input + attn[:, 1:]
-    np.testing.assert_allclose(result.mlp, (mlp[:, 1:] > mlp_input).mean(axis=(0, 2)))

@@ -3,9 +3,9 @@
 import os
 from pathlib import Path
 
-from ._checkpoint import check_weights_file
-from ._hub import hub_download
-from ._optional import import_optional
+from .._optional import import_optional
+from .checkpoint import check_weights_file
+from .hub import hub_download
 
 
 def _is_path(value):

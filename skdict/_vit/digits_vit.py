@@ -8,7 +8,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import Bunch
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
-from ._optional import import_optional
+from .._optional import import_optional
 
 _TEST_SIZE = 0.25
 _SPLIT_SEED = 0

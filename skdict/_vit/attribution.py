@@ -1,8 +1,7 @@
 """Direct contributions of image tokens to a ViT's class logits through attention.
 
-:func:`explain` and :func:`perturbation_test` are the functions behind
-:meth:`ClassEmbeddingProjector.explain` and
-:meth:`ClassEmbeddingProjector.perturbation_test`, over a fitted projector. The output of one attention
+The computations behind :func:`skdict.inspection.explain` and
+:func:`skdict.inspection.perturbation_test`. The output of one attention
 layer at the pooled query (the class token, or the mean over patch queries for
 average-pooled models) is a sum over key tokens j of
 ``proj(A[query, j] * v_j)`` (per head, then merged), plus a bias. Each term is
@@ -12,10 +11,8 @@ j sends to the output.
 """
 
 import numpy as np
-from sklearn.utils import Bunch, check_random_state
 
-from ._class_analyses import check_labels
-from ._optional import import_optional
+from .._optional import import_optional
 
 _FEATURE = "ClassEmbeddingProjector"
 
@@ -95,68 +92,50 @@ def patch_evidence(proj, x, y):
     return np.concatenate(maps)
 
 
-def explain(proj, images, y=None):
-    """Heatmaps (N, H, W); see :meth:`ClassEmbeddingProjector.explain`."""
+def upsample(grid, size):
+    """Patch maps (N, rows, cols) bilinearly resized to the image `size` (H, W), float32."""
     torch = import_optional("torch", "vision", _FEATURE)
-    x = proj._tensor(images)
-    if y is not None:
-        y = check_labels(y, len(x), len(proj.classes_))
-    grid = patch_evidence(proj, x, y).reshape(len(x), 1, *proj.grid_size_)
     heatmaps = torch.nn.functional.interpolate(
-        torch.from_numpy(grid), size=proj.input_size_[1:], mode="bilinear",
-        align_corners=False,
+        torch.from_numpy(grid[:, None]), size=size, mode="bilinear", align_corners=False
     )
     return heatmaps[:, 0].numpy().astype(np.float32)
 
 
-def _auc(fractions, curve):
-    """Area under an accuracy curve, normalised by the range of fractions."""
-    return float(np.trapezoid(curve, fractions) / (fractions[-1] - fractions[0]))
+def kept_logits(proj, x, keep):
+    """Class logits (N, n_classes) when only the patches `keep` (N, n_keep) enter the blocks.
 
-
-def perturbation_test(proj, images, y, *, fractions=None, random_state=None):
-    """Accuracy curves; see :meth:`ClassEmbeddingProjector.perturbation_test`."""
-    torch = import_optional("torch", "vision", _FEATURE)
-    fractions = np.linspace(0.1, 1.0, 10) if fractions is None else np.asarray(fractions, float)
-    if fractions.ndim != 1 or len(fractions) < 2 or np.any(np.diff(fractions) <= 0) or (
-        fractions[0] <= 0 or fractions[-1] > 1
-    ):
-        raise ValueError("fractions must be at least 2 increasing values in (0, 1].")
-    x = proj._tensor(images)
-    y = check_labels(y, len(x), len(proj.classes_))
-    order = np.argsort(-patch_evidence(proj, x, y), axis=1, kind="stable")
-    rng = check_random_state(random_state)
-    orders = {
-        "top": order,
-        "bottom": order[:, ::-1],
-        "random": np.argsort(rng.random_sample(order.shape), axis=1),
-    }
-    n_patches = order.shape[1]
-    result = Bunch(fractions=fractions)
-    for name, ranked in orders.items():
-        curve = []
-        for fraction in fractions:
-            keep = torch.from_numpy(
-                np.ascontiguousarray(ranked[:, : max(1, round(fraction * n_patches))])
-            )
-            curve.append(np.mean(_predict_kept(proj, x, keep) == y))
-        result[name] = np.array(curve)
-        result[f"auc_{name}"] = _auc(fractions, result[name])
-    return result
-
-
-def _predict_kept(proj, x, keep):
-    """Predicted classes when only patches `keep` (N, n_keep) enter the blocks."""
+    timm's forward takes no list of tokens to keep, but it has a slot for
+    removing patch tokens: ``patch_drop`` (PatchDropout, the identity in eval
+    mode), after the position embedding and before ``norm_pre``. A forward
+    hook there replaces its output by the prefix tokens and the kept patches
+    (each with its own position embedding), so that the rest is the model's
+    own forward: ``norm_pre``, the blocks, ``norm`` and the head, pooling over
+    the kept tokens only. An attention mask (``forward_features(attn_mask=)``,
+    recent timm only) would give the class token the same result but still
+    run the removed tokens, and average pooling would include them.
+    """
     torch = import_optional("torch", "vision", _FEATURE)
     m, n_prefix = proj.model_, proj.num_prefix_tokens_
-    predictions = []
+    if not hasattr(m, "patch_drop"):
+        raise ValueError(
+            f"perturbation_test needs a timm VisionTransformer with a patch_drop slot "
+            f"(timm >= 1.0); this {type(m).__name__} has none."
+        )
+    logits = []
     for start in range(0, len(x), proj.batch_size):
         batch = x[start:start + proj.batch_size].to(proj.device_)
-        index = keep[start:start + proj.batch_size].to(proj.device_)
-        with torch.no_grad():
-            h = m._pos_embed(m.patch_embed(batch))
-            prefix, patches = h[:, :n_prefix], h[:, n_prefix:]
+        index = torch.from_numpy(np.ascontiguousarray(keep[start:start + proj.batch_size]))
+        index = index.to(proj.device_)
+
+        def select(module, args, tokens):
+            patches = tokens[:, n_prefix:]
             kept = torch.gather(patches, 1, index[..., None].expand(-1, -1, patches.shape[-1]))
-            h = m.norm(m.blocks(m.norm_pre(torch.cat([prefix, kept], dim=1))))
-            predictions.append(m.forward_head(h).argmax(-1).cpu().numpy())
-    return np.concatenate(predictions)
+            return torch.cat([tokens[:, :n_prefix], kept], dim=1)
+
+        handle = m.patch_drop.register_forward_hook(select)
+        try:
+            with torch.no_grad():
+                logits.append(m(batch).cpu().numpy())
+        finally:
+            handle.remove()
+    return np.concatenate(logits)

@@ -12,7 +12,7 @@ import socket
 from unittest import mock
 from urllib.parse import urlparse
 
-from ._optional import import_optional
+from .._optional import import_optional
 
 
 def hub_reachable(timeout=2.0):

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from ._optional import import_optional
+from .._optional import import_optional
 
 
 def _to_pil(image, n_channels, Image):
@@ -82,11 +82,21 @@ def images_to_tensor(images, preprocess, input_size, feature):
     return batch.float()
 
 
-def timm_preprocess(model, timm):
-    """The eval transform and input size from a timm model's data config."""
+def timm_preprocess(model, feature):
+    """The eval transform and input size from a timm model's data config.
+
+    `feature` names who asks, for the ImportError message.
+    """
+    timm = import_optional("timm", "vision", feature)
     config = timm.data.resolve_data_config({}, model=model)
     embed = getattr(model, "patch_embed", None)
     if getattr(embed, "img_size", None) is not None:
         # a model built directly (not by name) may lack a matching config
         config["input_size"] = (embed.proj.in_channels, *embed.img_size)
     return timm.data.create_transform(**config, is_training=False), config["input_size"]
+
+
+def timm_images_to_tensor(images, model, feature):
+    """`images` as the input tensor of timm `model`, through its own preprocessing."""
+    preprocess, input_size = timm_preprocess(model, feature)
+    return images_to_tensor(images, preprocess, input_size, feature)

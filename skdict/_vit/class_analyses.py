@@ -1,10 +1,8 @@
-"""The analyses of Vilas, Schaumlöffel & Roig (NeurIPS 2023), as functions of a fitted projector.
+"""The measures of Vilas, Schaumlöffel & Roig (NeurIPS 2023) on a fitted projector.
 
-Each function takes a fitted :class:`~skdict.ClassEmbeddingProjector` and
-follows the definitions of the paper's code (github.com/martinagvilas/vit-cls_emb);
-where that code and the paper's text differ, both conventions are offered and
-the docstring says which is the default. The projector's methods of the same
-names are thin wrappers around these functions.
+The computations behind :meth:`ClassEmbeddingProjector.identifiability` and
+the functions of :mod:`skdict.inspection`, following the definitions of the
+paper's code (github.com/martinagvilas/vit-cls_emb).
 
 Two rules hold throughout:
 
@@ -23,11 +21,13 @@ Two rules hold throughout:
 
 import numpy as np
 from scipy.stats import wilcoxon
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils import Bunch
-from threadpoolctl import threadpool_limits
 
-from ._hooks import _is_pre_norm, check_sites
-from ._optional import import_optional
+from .._optional import import_optional
+from .hooks import _is_pre_norm, check_sites
 
 _FEATURE = "ClassEmbeddingProjector"
 TOP_MEMORIES = 5
@@ -70,9 +70,10 @@ def paired_wilcoxon(trained, baseline):
     return float(wilcoxon(diff, alternative="greater").pvalue)
 
 
-def _check_baseline(proj, baseline):
+def check_baseline(proj, baseline):
     """A fitted baseline projector comparable with `proj`, or a clear error."""
-    from .projection import ClassEmbeddingProjector
+    # projection imports this module (through skdict.inspection): import late
+    from ..projection import ClassEmbeddingProjector
 
     if not isinstance(baseline, ClassEmbeddingProjector):
         raise TypeError(
@@ -102,7 +103,7 @@ def _check_baseline(proj, baseline):
     return baseline
 
 
-def _per_layer_pvalues(trained, baseline):
+def per_layer_pvalues(trained, baseline):
     """Wilcoxon p-values per layer for arrays of shape (n_pairs, n_layers)."""
     return np.array([paired_wilcoxon(trained[:, i], baseline[:, i])
                      for i in range(trained.shape[1])])
@@ -138,16 +139,16 @@ def identifiability(proj, images, y, *, baseline=None):
     result = _summarise_identifiability(proj, r)
     if baseline is None:
         return result
-    baseline = _check_baseline(proj, baseline)
+    baseline = check_baseline(proj, baseline)
     r_base = _token_identifiability(baseline, images, y)
     result.baseline = _summarise_identifiability(baseline, r_base)
     n_prefix = proj.num_prefix_tokens_
     patches = r[:, :, n_prefix:].transpose(0, 2, 1).reshape(-1, r.shape[1])
     patches_base = r_base[:, :, n_prefix:].transpose(0, 2, 1).reshape(-1, r.shape[1])
     result.pvalue = Bunch(
-        cls=(_per_layer_pvalues(r[:, :, 0], r_base[:, :, 0])
+        cls=(per_layer_pvalues(r[:, :, 0], r_base[:, :, 0])
              if not np.isnan(result.cls).all() else np.full(r.shape[1], np.nan)),
-        image_tokens=_per_layer_pvalues(patches, patches_base),
+        image_tokens=per_layer_pvalues(patches, patches_base),
     )
     return result
 
@@ -155,7 +156,7 @@ def identifiability(proj, images, y, *, baseline=None):
 # -- class-similarity change (the authors' plots/mech_interp.py) ------------
 
 
-def _change_per_image(proj, images, y, reference):
+def change_per_image(proj, images, y, reference):
     """Per image and layer, the share of tokens whose true-class logit each branch raises."""
     sites = ("input", "attn", "mlp") + (("mlp_in",) if reference == "branch_input" else ())
     check_sites(proj.model_.blocks[0], sites)
@@ -175,37 +176,6 @@ def _change_per_image(proj, images, y, reference):
         rates["attn"].append((target["attn"] > target["input"]).mean(axis=2))
         rates["mlp"].append((target["mlp"] > mlp_reference).mean(axis=2))
     return {branch: np.concatenate(parts) for branch, parts in rates.items()}
-
-
-def class_similarity_change(proj, images, y, *, reference="block_input", baseline=None):
-    """Share of tokens whose true-class logit each branch raises, per layer.
-
-    See :meth:`ClassEmbeddingProjector.class_similarity_change`.
-    """
-    if reference not in ("block_input", "branch_input"):
-        raise ValueError(
-            f"reference must be 'block_input' (the paper's code) or 'branch_input' "
-            f"(the paper's text), got {reference!r}."
-        )
-    per_image = _change_per_image(proj, images, y, reference)
-    # every image has the same number of tokens: the mean of per-image shares
-    # is the share over all tokens
-    result = Bunch(
-        attn=per_image["attn"].mean(axis=0),
-        mlp=per_image["mlp"].mean(axis=0),
-        layers=np.array(proj.layers_),
-        reference=reference,
-    )
-    if baseline is None:
-        return result
-    baseline = _check_baseline(proj, baseline)
-    base = _change_per_image(baseline, images, y, reference)
-    result.baseline = Bunch(attn=base["attn"].mean(axis=0), mlp=base["mlp"].mean(axis=0))
-    result.pvalue = Bunch(
-        attn=_per_layer_pvalues(per_image["attn"], base["attn"]),
-        mlp=_per_layer_pvalues(per_image["mlp"], base["mlp"]),
-    )
-    return result
 
 
 # -- key-value memories (the authors' memories.py) -------------------------
@@ -276,7 +246,12 @@ def _per_class_rates(hits, y, n_classes):
     return rates
 
 
-def _memories(proj, images, y, kind, ranking, average):
+def key_value_memories(proj, images, y, kind, ranking, average):
+    """Value scores, class-value agreement, top memories and (with images) key hits.
+
+    The Bunch that :func:`skdict.inspection.value_agreement` returns, without
+    the baseline.
+    """
     embedding = _numpy(proj.model_.head.weight)
     embedding = embedding / np.linalg.norm(embedding, axis=1, keepdims=True)
     scores, agreement = [], []
@@ -308,39 +283,10 @@ def _memories(proj, images, y, kind, ranking, average):
     return result
 
 
-def value_agreement(proj, images=None, y=None, *, kind="mlp", ranking="raw",
-                    average="class", baseline=None):
-    """Read the MLP or attention layers as key-value memories in class space.
-
-    See :meth:`ClassEmbeddingProjector.value_agreement`.
-    """
-    options = {"kind": (kind, ("mlp", "attn")), "ranking": (ranking, ("raw", "normalized")),
-               "average": (average, ("class", "token"))}
-    for name, (value, allowed) in options.items():
-        if value not in allowed:
-            raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
-    result = _memories(proj, images, y, kind, ranking, average)
-    if baseline is None:
-        return result
-    baseline = _check_baseline(proj, baseline)
-    base = _memories(baseline, images, y, kind, ranking, average)
-    result.baseline = Bunch(agreement=base.agreement,
-                            key_value_agreement=base.key_value_agreement)
-    result.pvalue = Bunch(
-        agreement=_per_layer_pvalues(result.agreement.T, base.agreement.T),
-        key_value_agreement=None,
-    )
-    if images is not None:
-        result.pvalue.key_value_agreement = _per_layer_pvalues(
-            result.key_value_agreement_per_class.T, base.key_value_agreement_per_class.T
-        )
-    return result
-
-
 # -- linear probes (the authors' linear_probing/prober.py) -----------------
 
 
-def _hidden_and_logits(proj, images):
+def hidden_and_logits(proj, images):
     """Hidden states (N, layers, tokens, width) at the site and their projections."""
     x = proj._tensor(images)
     hidden, logits = [], []
@@ -351,12 +297,8 @@ def _hidden_and_logits(proj, images):
     return np.concatenate(hidden), np.concatenate(logits)
 
 
-def _probe_scores(train_states, y_train, test_states, n_classes, C, random_state):
+def probe_scores(train_states, y_train, test_states, n_classes, C, random_state):
     """Decision scores (n_test, n_classes) of a standardised logistic regression."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     probe = make_pipeline(
         StandardScaler(), LogisticRegression(C=C, max_iter=1000, random_state=random_state)
     ).fit(train_states, y_train)
@@ -370,7 +312,8 @@ def _probe_scores(train_states, y_train, test_states, n_classes, C, random_state
     return scores
 
 
-def _readout_summary(r, has_cls, n_prefix):
+def readout_summary(r, has_cls, n_prefix):
+    """Mean identifiability and top-1 share per layer of the class and image tokens."""
     patches = r[:, :, n_prefix:]
     nan = np.full(r.shape[1], np.nan)
     return Bunch(
@@ -378,44 +321,4 @@ def _readout_summary(r, has_cls, n_prefix):
         cls_accuracy=(r[:, :, 0] == 1.0).mean(axis=0) if has_cls else nan,
         image_tokens=patches.mean(axis=(0, 2)),
         image_tokens_accuracy=(patches == 1.0).mean(axis=(0, 2)),
-    )
-
-
-def linear_probe(proj, images, y, *, test_size=0.25, C=1.0, random_state=0):
-    """Per-layer linear probes next to the class-embedding readout.
-
-    See :meth:`ClassEmbeddingProjector.linear_probe`.
-    """
-    from sklearn.model_selection import train_test_split
-
-    hidden, logits = _hidden_and_logits(proj, images)
-    n_classes = len(proj.classes_)
-    y = check_labels(y, len(hidden), n_classes)
-    train, test = train_test_split(
-        np.arange(len(y)), test_size=test_size, stratify=y, random_state=random_state
-    )
-    has_cls = getattr(proj.model_, "cls_token", None) is not None
-    n_prefix = proj.num_prefix_tokens_
-    # the class token (if any) and each image-token position get their own
-    # probe, as in the paper's code; register tokens are not read
-    positions = ([0] if has_cls else []) + list(range(n_prefix, hidden.shape[2]))
-    probe_scores = np.full(logits[test].shape, np.nan, dtype=float)
-    # many small fits: BLAS threads only contend (100x slower measured on a
-    # busy 2-core machine) where one thread per fit is plenty
-    with threadpool_limits(limits=1):
-        for i in range(hidden.shape[1]):
-            for t in positions:
-                probe_scores[:, i, t] = _probe_scores(
-                    hidden[train, i, t], y[train], hidden[test, i, t], n_classes, C,
-                    random_state,
-                )
-    labels = y[test][:, None, None]
-    r_probe = 1.0 - ranks(probe_scores, labels) / n_classes
-    r_projection = 1.0 - ranks(logits[test], labels) / n_classes
-    return Bunch(
-        probe=_readout_summary(r_probe, has_cls, n_prefix),
-        projection=_readout_summary(r_projection, has_cls, n_prefix),
-        layers=np.array(proj.layers_),
-        train_index=train,
-        test_index=test,
     )

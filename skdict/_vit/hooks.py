@@ -27,6 +27,8 @@ The hooks sit on modules, not inside attention, so fused attention is fine.
 
 import contextlib
 
+from .._optional import import_optional
+
 LAYER_SCALE = ("after", "before")
 
 
@@ -112,3 +114,21 @@ def capture(blocks, layers, sites, layer_scale="after"):
     finally:
         for handle in handles:
             handle.remove()
+
+
+def block_states(model, x, layers, sites, layer_scale, batch_size, device, feature):
+    """Yield (rows, {site: tensor (B, n_layers, n_tokens, width)}) batch by batch.
+
+    Runs `model` on the input tensor `x` in batches of `batch_size` on
+    `device`, without gradients, capturing `sites` of the blocks `layers`.
+    `feature` names who asks, for the ImportError message.
+    """
+    torch = import_optional("torch", "vision", feature)
+    for start in range(0, len(x), batch_size):
+        batch = x[start:start + batch_size].to(device)
+        with torch.no_grad(), capture(model.blocks, layers, sites, layer_scale) as store:
+            model(batch)
+            yield slice(start, start + len(batch)), {
+                site: torch.stack([per_layer[0] for per_layer in store[site]], dim=1)
+                for site in sites
+            }
