@@ -158,7 +158,7 @@ def time_phases(model, X, args):
             X_batch[s:s + step] @ D.T
 
     phases["GEMM X Dᵀ (floor)"], _ = _timed(gemm_only)
-    encoder = GramEncoder(D, args.k, "omp", None, gram)
+    encoder = GramEncoder(D, args.k, gram=gram)
     t_encode, codes = _timed(lambda: encoder.encode(X_batch, sparse_output=True))
     phases["pursuit inner loop"] = t_encode - phases["GEMM X Dᵀ (floor)"]
     D_work = D.copy()

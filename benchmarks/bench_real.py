@@ -124,7 +124,7 @@ class _MBDL(MiniBatchDictionaryLearning):
     """scikit-learn's learner, unchanged, whose OMP codes come from skdict's batched OMP.
 
     Both solve the same OMP (skdict's equals ``orthogonal_mp_gram``, see
-    tests/test_pursuit.py); scikit-learn's codes row by row in Python, which made
+    tests/backend/test_pursuit.py); scikit-learn's codes row by row in Python, which made
     scoring its 4096-atom model take 40 of this benchmark's 90 minutes.
     """
 

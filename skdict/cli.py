@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from . import __version__
-from ._cli_io import (
+from ._app.files import (
     CLIError,
     check_line_count,
     check_model_output,
@@ -33,7 +33,7 @@ from ._cli_io import (
     save_model,
 )
 from ._dictionary import components_of
-from ._report import format_table
+from ._app.report import format_table
 
 # Rows encoded per step of `skdict encode`: bounds memory and paces the progress bar.
 _ENCODE_CHUNK = 4096
@@ -233,7 +233,7 @@ def _explore(args):
 
 
 def _demo(args):
-    from ._demo import run_demo
+    from ._app.demo import run_demo
 
     return run_demo(out_dir=args.out, quick=args.quick, quiet=args.quiet)
 
@@ -265,9 +265,16 @@ def _build_parser():
         help="also read models saved as pickle/joblib files; loading a pickle runs any "
         "code it contains, so use this only for files you made or trust")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_demo(commands, [common])
+    _add_fit(commands, [common])
+    for add in (_add_encode, _add_describe, _add_score, _add_explore):
+        add(commands, [common, reads_models])
+    return parser
 
+
+def _add_demo(commands, parents):
     demo = commands.add_parser(
-        "demo", parents=[common], help="run the built-in end-to-end demonstration",
+        "demo", parents=parents, help="run the built-in end-to-end demonstration",
         description="Fit DoubleBatchKSVD, SparseAutoencoder and scikit-learn's "
         "MiniBatchDictionaryLearning on synthetic signals with a known dictionary and on "
         "the CLS embeddings of a small ViT trained on sklearn's digits; print one table "
@@ -278,7 +285,9 @@ def _build_parser():
                       help="smaller problems and fewer iterations (under a minute)")
     demo.set_defaults(run=_demo)
 
-    fit = commands.add_parser("fit", parents=[common], help="learn a dictionary from embeddings",
+
+def _add_fit(commands, parents):
+    fit = commands.add_parser("fit", parents=parents, help="learn a dictionary from embeddings",
                               description="Learn a dictionary from a 2-D array of embeddings "
                               "(.npy, memory-mapped; .npz; or a directory of .npy shards).")
     fit.add_argument("embeddings", metavar="EMBEDDINGS")
@@ -301,7 +310,9 @@ def _build_parser():
                      help="the model file (.skdict format: loads without running code)")
     fit.set_defaults(run=_fit)
 
-    encode = commands.add_parser("encode", parents=[common, reads_models],
+
+def _add_encode(commands, parents):
+    encode = commands.add_parser("encode", parents=parents,
                                  help="sparse codes of embeddings",
                                  description="Encode embeddings with a fitted model and save "
                                  "the codes as a CSR matrix (scipy.sparse.load_npz reads it).")
@@ -311,8 +322,10 @@ def _build_parser():
                         help="the codes file (.npz is appended when missing)")
     encode.set_defaults(run=_encode)
 
+
+def _add_describe(commands, parents):
     describe = commands.add_parser(
-        "describe", parents=[common, reads_models],
+        "describe", parents=parents,
         help="name each atom with a concept bank",
         description="Print one line per alive atom: index, sign and its best concept names "
         "with their cosines.")
@@ -323,8 +336,10 @@ def _build_parser():
     _add_bank_options(describe)
     describe.set_defaults(run=_describe)
 
+
+def _add_score(commands, parents):
     score = commands.add_parser(
-        "score", parents=[common, reads_models],
+        "score", parents=parents,
         help="signal recovered, explained variance, alive atoms, faithfulness, specificity",
         description="Print the signal recovered, explained variance and alive atoms on "
         "EMBEDDINGS and, with a concept bank, the faithfulness and specificity of the "
@@ -334,8 +349,10 @@ def _build_parser():
     _add_bank_options(score)
     score.set_defaults(run=_score)
 
+
+def _add_explore(commands, parents):
     explore = commands.add_parser(
-        "explore", parents=[common, reads_models],
+        "explore", parents=parents,
         help="build the offline atom explorer site",
         description="Write a static site (DIR/index.html) to browse every atom.")
     explore.add_argument("model", metavar="MODEL.skdict")
@@ -350,7 +367,6 @@ def _build_parser():
     explore.add_argument("--labels", metavar="LABELS.txt", help="one label per embedding row")
     _add_bank_options(explore)
     explore.set_defaults(run=_explore)
-    return parser
 
 
 def main(argv=None):

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from . import _explore_data as data
+from ._app import explore_data as data
 from ._optional import import_optional
 from ._validation import check_dictionary, check_samples
 from .concepts import atom_usage, describe_atoms
@@ -476,7 +476,7 @@ def _data_script(key, obj):
 
 
 def _copy_static(out):
-    static = resources.files("skdict") / "_explore_static"
+    static = resources.files("skdict") / "_app" / "explore_static"
     (out / "assets").mkdir(parents=True, exist_ok=True)
     for name in ("explore.js", "explore.css"):
         with resources.as_file(static / name) as source:

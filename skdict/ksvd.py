@@ -335,7 +335,10 @@ class DoubleBatchKSVD(_BaseDictionary):
         return resolve_backend(self.backend, self.device)
 
     def _encoder(self, D, gram=None, backend=None):
-        return GroupedEncoder(D, self._groups, self.pursuit, self.pursuit_tol, gram, backend)
+        return GroupedEncoder(
+            D, self._groups, pursuit=self.pursuit, tol=self.pursuit_tol, gram=gram,
+            backend=backend,
+        )
 
     def _encode(self, X, sparse_output):
         with thread_limits(self.n_jobs, work=X.size * self.n_components):

@@ -21,9 +21,9 @@ class GroupedEncoder:
         self.groups = groups
         self.encoders = [
             GramEncoder(
-                D[lo:hi], k, pursuit, tol,
-                None if gram is None else np.ascontiguousarray(gram[lo:hi, lo:hi]),
-                backend,
+                D[lo:hi], k, algorithm=pursuit, tol=tol,
+                gram=None if gram is None else np.ascontiguousarray(gram[lo:hi, lo:hi]),
+                backend=backend,
             )
             for lo, hi, k in groups
         ]
@@ -55,7 +55,7 @@ def block_errors(block, D, groups, pursuit, tol):
     """Relative residual of each row of one block coded with D."""
     block = check_samples(block)
     D = D.astype(block.dtype, copy=False)
-    codes = GroupedEncoder(D, groups, pursuit, tol).encode(block, sparse_output=True)
+    codes = GroupedEncoder(D, groups, pursuit=pursuit, tol=tol).encode(block, sparse_output=True)
     return relative_errors(block, residual_of(block, D, codes))
 
 

@@ -172,6 +172,7 @@ def sparse_encode(
     D = check_dictionary(dictionary, X.shape[1], dtype=X.dtype)
     with thread_limits(n_jobs):
         encoder = GramEncoder(
-            D, n_nonzero_coefs, algorithm, tol, gram, resolve_backend(backend, device)
+            D, n_nonzero_coefs, algorithm=algorithm, tol=tol, gram=gram,
+            backend=resolve_backend(backend, device),
         )
         return encoder.encode(X, sparse_output)

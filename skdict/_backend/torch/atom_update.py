@@ -1,6 +1,6 @@
 """The K-SVD dictionary update of :mod:`skdict._backend.numba.atom_update` on torch tensors.
 
-Same maths as the numba kernels (see ``atom_update_numba._rank1_atom``): atoms are
+Same maths as the numba kernels (see ``numba.atom_update._rank1_atom``): atoms are
 updated in batches from the same residual, each taking the majorise-minimise
 weighted rank-1 update of its restricted residual by power iteration started
 from the old atom (which fixes the sign, ``v · d >= 0``), and the residual rows
@@ -11,7 +11,8 @@ flat list of CSR entries (row, atom slot, coefficient): the residual rows of
 those entries are gathered once per batch, every product with the restricted
 residuals is an elementwise product and row sum over that list, and every sum
 over an atom's rows is an accumulating scatter into the batch's slots. The CSR
-transpose comes from the shared numba helper :func:`~skdict._backend.numba.atom_update.atom_positions`.
+transpose comes from the shared numba helper
+:func:`~skdict._backend.numba.atom_update.atom_positions`.
 """
 
 import numpy as np

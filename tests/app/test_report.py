@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from skdict._report import Report, format_table  # noqa: E402
+from skdict._app.report import Report, format_table  # noqa: E402
 
 
 def test_report_inlines_figures_and_writes_files(tmp_path):

@@ -14,13 +14,13 @@ import numpy as np
 from sklearn.decomposition import MiniBatchDictionaryLearning
 from tqdm.auto import tqdm
 
-from . import metrics
-from ._parallel import thread_limits
-from ._report import Report, format_table
-from .concepts import ConceptBank, describe_atoms
-from .datasets import make_sparse_signals
-from .ksvd import DoubleBatchKSVD
-from .sae import SparseAutoencoder
+from .. import metrics
+from .._parallel import thread_limits
+from ..concepts import ConceptBank, describe_atoms
+from ..datasets import make_sparse_signals
+from ..ksvd import DoubleBatchKSVD
+from ..sae import SparseAutoencoder
+from .report import Report, format_table
 
 COLUMNS = [
     "data", "method", "signal recovered", "explained variance", "atom recovery",
@@ -163,9 +163,9 @@ def synthetic_part(budget, bar):
 
 def _digits_embeddings(budget, bar):
     """Train the digits ViT; its last block's CLS embeddings of all 1797 digits."""
-    from .datasets import load_digits_images, make_digits_vit, train_digits_vit
-    from .embeddings import TimmEmbedder
-    from .projection import ClassEmbeddingProjector
+    from ..datasets import load_digits_images, make_digits_vit, train_digits_vit
+    from ..embeddings import TimmEmbedder
+    from ..projection import ClassEmbeddingProjector
 
     bar.set_postfix_str("digits: training the ViT")
     start = time.perf_counter()
@@ -287,7 +287,7 @@ def _cell(column, value):
 
 
 def _build_explorer(out_dir, explorer):
-    from .explore import build_site
+    from ..explore import build_site
 
     estimator, X, images, y, bank, projector = explorer
     return build_site(estimator, X, out_dir, bank=bank, images=images,

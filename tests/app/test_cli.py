@@ -19,7 +19,7 @@ from skdict.cli import main
 from skdict.datasets import make_sparse_signals
 from skdict.ksvd import DoubleBatchKSVD
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -486,7 +486,7 @@ LABELS = ["plain", "a\u2028b", "c\x85d", "e\ff", "", "last\r"]
 
 
 def test_text_files_split_on_newlines_only(tmp_path):
-    from skdict._cli_io import read_lines
+    from skdict._app.files import read_lines
 
     path = tmp_path / "labels.txt"
     path.write_bytes("\n".join(LABELS).encode() + b"\n")

@@ -238,7 +238,8 @@ def test_stopping_rules_and_callback():
         assert state.estimator.n_iter_ == state.iteration == len(seen) + 1
         assert state.components.shape == (50, X.shape[1])
         assert state.codes.shape == (X.shape[0], 50)
-        np.testing.assert_array_equal(state.atom_usage, np.bincount(state.codes.indices, minlength=50))
+        usage = np.bincount(state.codes.indices, minlength=50)
+        np.testing.assert_array_equal(state.atom_usage, usage)
         seen.append(state.signal_recovered)
         return len(seen) == 3
 

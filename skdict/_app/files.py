@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from ._persistence import (
+from .._persistence import (
     ACCEPTED,
     ACCEPTED_TEXT,
     ModelFileError,
@@ -28,7 +28,7 @@ from ._persistence import (
     resolve_class,
     save,
 )
-from ._sae.saelens import is_saelens_folder
+from .._sae.saelens import is_saelens_folder
 
 
 class CLIError(Exception):
@@ -167,7 +167,7 @@ def load_images(path, n_samples):
 
 def _check_image_files(files):
     """Open every image once before the site is built, naming the first unreadable one."""
-    from ._optional import import_optional
+    from .._optional import import_optional
 
     Image = import_optional("PIL.Image", "vision", "explore --images")
     for file in files:
@@ -242,7 +242,7 @@ def check_dictionary_model(model, path):
 
 def load_bank(path):
     """A ConceptBank saved with ``ConceptBank.save``."""
-    from .concepts import ConceptBank
+    from ..concepts import ConceptBank
 
     path = _existing(path, "concept bank")
     try:
