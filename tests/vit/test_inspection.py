@@ -9,8 +9,7 @@ torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
 
 from _vits import (  # noqa: E402
-    hidden_states, linear_readout, random_images, states_by_hand, tiny_vit, trained_digits_vit,
-    width_classes_vit,
+    hidden_states, linear_readout, random_images, states_by_hand, tiny_vit, width_classes_vit,
 )
 from timm.models.vision_transformer import ResPostBlock  # noqa: E402
 
@@ -22,16 +21,6 @@ from skdict.inspection import (  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-
-@pytest.fixture(scope="module")
-def digits_test():
-    return load_digits_images(subset="test", return_X_y=True)
-
-
-@pytest.fixture(scope="module")
-def trained_vit(torch_one_thread):
-    return trained_digits_vit()
 
 
 def test_branch_change_rates_are_shares_of_tokens(trained_vit, digits_test):

@@ -10,27 +10,17 @@ torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
 
 from _vits import (  # noqa: E402
-    hidden_states, linear_readout, random_images, states_by_hand, tiny_vit, trained_digits_vit,
+    hidden_states, linear_readout, random_images, states_by_hand, tiny_vit,
 )
 from timm.models.vision_transformer import ResPostBlock  # noqa: E402
 
 import skdict.inspection  # noqa: E402
 from skdict import ClassEmbeddingProjector  # noqa: E402
 from skdict._vit.hub import hub_reachable  # noqa: E402
-from skdict.datasets import load_digits_images, make_digits_vit, train_digits_vit  # noqa: E402
+from skdict.datasets import make_digits_vit, train_digits_vit  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-
-@pytest.fixture(scope="module")
-def digits_test():
-    return load_digits_images(subset="test", return_X_y=True)
-
-
-@pytest.fixture(scope="module")
-def trained_vit(torch_one_thread):
-    return trained_digits_vit()
 
 
 @pytest.mark.parametrize("reg_tokens", [0, 2])
