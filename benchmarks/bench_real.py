@@ -241,7 +241,7 @@ def _compare(n_atoms, X_train, X_test, bank, test_texts, args):
     sae, seconds, best, spent = _search(
         lambda X, **p: _fit_sae(X, n_atoms, **p), grid, X_fit, X_val, X_train
     )
-    rows.append((f"SparseAutoencoder default settings", *_fit_sae(X_train, n_atoms)))
+    rows.append(("SparseAutoencoder default settings", *_fit_sae(X_train, n_atoms)))
     rows.append((f"SparseAutoencoder best of {len(grid)} ({spent:.0f} s search): {best}", sae,
                  seconds))
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.stats import rankdata
-from sklearn.decomposition import MiniBatchDictionaryLearning, SparseCoder
+from sklearn.decomposition import MiniBatchDictionaryLearning
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import explained_variance_score, r2_score, roc_auc_score
 from sklearn.model_selection import GridSearchCV
