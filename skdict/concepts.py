@@ -11,10 +11,9 @@ from collections import Counter
 from numbers import Integral
 
 import numpy as np
-import scipy.sparse as sp
 from sklearn.utils import Bunch, check_random_state
 
-from ._dictionary import components_from, encode, is_estimator_like
+from ._dictionary import atom_usage, check_codes, components_from, encoded, is_estimator_like
 from ._rows import _centred_unit_rows, _unit_rows
 from ._validation import check_samples
 
@@ -235,7 +234,7 @@ class ConceptBank:
             )
 
 
-def describe_atoms(estimator_or_components, bank, *, X=None, top_k=1):
+def describe_atoms(estimator_or_components, bank, *, X=None, top_k=1, codes=None):
     """Name every atom of a dictionary with its closest concepts.
 
     Atom ``k`` is named by the concepts ``m`` of highest cosine
@@ -257,6 +256,10 @@ def describe_atoms(estimator_or_components, bank, *, X=None, top_k=1):
         Without X every atom counts as alive with sign +1.
     top_k : int, default=1
         Concepts per atom, best first.
+    codes : array-like or sparse matrix of shape (n_samples, n_components), default=None
+        The estimator's codes of some rows (``transform(X)``, or the file
+        ``skdict encode`` writes): dead atoms and atom signs are read from them
+        instead of encoding X. With X too, they must be the codes of X.
 
     Returns
     -------
@@ -295,11 +298,13 @@ def describe_atoms(estimator_or_components, bank, *, X=None, top_k=1):
         )
     D = components_from(estimator_or_components)
     check_same_space(D, bank)
-    if X is None:
-        alive, signs = np.ones(D.shape[0], dtype=bool), np.ones(D.shape[0], dtype=int)
+    if X is not None:
+        run = encoded(estimator_or_components, X, codes)
+        alive, signs = run.alive, run.signs
+    elif codes is not None:
+        alive, signs = atom_usage(check_codes(codes, _n_rows(codes), D.shape[0]).tocsc())
     else:
-        _, _, codes = encode(estimator_or_components, X)
-        alive, signs = atom_usage(codes)
+        alive, signs = np.ones(D.shape[0], dtype=bool), np.ones(D.shape[0], dtype=int)
     indices, scores = top_concepts(D * signs[:, None], concept_vectors(bank), top_k)
     return Bunch(
         names=np.asarray(bank.names, dtype=str)[indices],
@@ -354,14 +359,9 @@ def random_bank(bank, random_state, distribution="gaussian"):
     return ConceptBank(bank.names, sample, center=bank.center)
 
 
-def atom_usage(codes):
-    """Which atoms some row uses, and each atom's sign (-1 if its mean non-zero
-    code is negative)."""
-    codes = sp.csc_matrix(codes, copy=True)
-    codes.eliminate_zeros()
-    alive = np.diff(codes.indptr) > 0
-    signs = np.where(np.asarray(codes.sum(axis=0)).ravel() < 0, -1, 1)
-    return alive, signs
+def _n_rows(codes):
+    shape = getattr(codes, "shape", None)
+    return shape[0] if shape is not None and len(shape) == 2 else np.asarray(codes).shape[0]
 
 
 def top_concepts(atoms, T, top_k):

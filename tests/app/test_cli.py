@@ -99,15 +99,6 @@ def test_encode_writes_csr_codes(files):
     np.testing.assert_array_equal(codes.toarray(), model.transform(X))
 
 
-def test_encode_in_chunks_matches_one_pass(files):
-    from skdict.cli import encode_in_chunks
-
-    tmp, X, _ = files
-    model = skdict.load(tmp / "model.skdict")
-    codes = encode_in_chunks(model, np.load(tmp / "X.npy", mmap_mode="r"), chunk=7)
-    np.testing.assert_allclose(codes.toarray(), model.transform(X))
-
-
 def test_describe_prints_one_line_per_alive_atom(files, capsys):
     tmp, X, _ = files
     model = skdict.load(tmp / "model.skdict")
