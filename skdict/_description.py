@@ -137,11 +137,11 @@ class _RowCosines:
     def __init__(self, X, center):
         self.X = X
         self.dtype = np.dtype(np.float64 if X.dtype == np.float64 else np.float32)
-        self.chunk = rows_per_buffer(X.shape[1], 8)
         self.mean = np.zeros(X.shape[1])
         if center:
-            for start in range(0, X.shape[0], self.chunk):
-                self.mean += np.asarray(X[start:start + self.chunk]).sum(axis=0, dtype=np.float64)
+            chunk = rows_per_buffer(X.shape[1], 8)
+            for start in range(0, X.shape[0], chunk):
+                self.mean += np.asarray(X[start:start + chunk]).sum(axis=0, dtype=np.float64)
             self.mean /= max(X.shape[0], 1)
 
     def unit_rows(self, start, stop):
@@ -151,8 +151,10 @@ class _RowCosines:
         """``T @ unit_rows(X).T`` of shape (n_concepts, n_samples), in `dtype`."""
         T = np.asarray(T, dtype=self.dtype)
         out = np.empty((T.shape[0], self.X.shape[0]), dtype=self.dtype)
-        for start in range(0, self.X.shape[0], self.chunk):
-            stop = min(start + self.chunk, self.X.shape[0])
+        # a chunk's rows in float64 and its (concepts x rows) product stay small
+        chunk = rows_per_buffer(self.X.shape[1] + T.shape[0], 8)
+        for start in range(0, self.X.shape[0], chunk):
+            stop = min(start + chunk, self.X.shape[0])
             out[:, start:stop] = T @ self.unit_rows(start, stop).astype(self.dtype).T
         return out
 
