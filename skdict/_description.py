@@ -15,7 +15,7 @@ from sklearn.utils import check_random_state
 
 from ._auroc import auroc_of_positive_sets
 from ._parallel import effective_n_threads
-from ._rows import _unit_rows, rows_per_buffer
+from ._rows import _row_norms, _unit_rows, rows_per_buffer
 from .concepts import check_bank, check_same_space, concept_vectors, random_bank, top_concepts
 
 # Draws of the null averaged for the chance level (``baseline``).
@@ -24,7 +24,7 @@ _N_BASELINE_DRAWS = 5
 _DEFAULT_NULL = "gaussian"
 _NULLS = ("gaussian", "shuffled", "sphere")
 # Bytes of the (concepts x n_samples) cosine block faithfulness ranks at once.
-_SCORE_BYTES = 256 * 2**20
+_SCORE_BYTES = 512 * 2**20
 # Distinct concepts scored per block by specificity: bounds (concepts x atoms).
 _CONCEPT_CHUNK = 256
 
@@ -129,33 +129,42 @@ def _concept_rows(draws, alive):
 class _RowCosines:
     """Cosines of every row of X (centred, SpLiCE-style, when asked) with concept vectors.
 
-    Rows are read in chunks; the mean row and the norms of the centred rows are
-    computed once. Cosines are computed in X's precision (float32 for float32
-    embeddings), the chunk's centring and normalisation in float64.
+    The mean row and the inverse norms of the centred rows are computed once,
+    in float64; each block of concepts then costs one pass over the rows: the
+    chunk is centred, multiplied by the concepts and scaled by its rows'
+    inverse norms, in X's precision (float32 for float32 embeddings).
     """
 
     def __init__(self, X, center):
         self.X = X
         self.dtype = np.dtype(np.float64 if X.dtype == np.float64 else np.float32)
         self.mean = np.zeros(X.shape[1])
+        chunk = rows_per_buffer(X.shape[1], 8)
         if center:
-            chunk = rows_per_buffer(X.shape[1], 8)
             for start in range(0, X.shape[0], chunk):
                 self.mean += np.asarray(X[start:start + chunk]).sum(axis=0, dtype=np.float64)
             self.mean /= max(X.shape[0], 1)
-
-    def unit_rows(self, start, stop):
-        return _unit_rows(np.asarray(self.X[start:stop], dtype=np.float64) - self.mean)
+        norms = np.concatenate([
+            _row_norms(np.asarray(X[start:start + chunk], dtype=np.float64) - self.mean)
+            for start in range(0, X.shape[0], chunk)
+        ] or [np.empty(0)])
+        # zero rows stay zero, as _unit_rows leaves them
+        self.inverse_norms = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
 
     def scores(self, T):
         """``T @ unit_rows(X).T`` of shape (n_concepts, n_samples), in `dtype`."""
         T = np.asarray(T, dtype=self.dtype)
+        mean = self.mean.astype(self.dtype)
+        scale = self.inverse_norms.astype(self.dtype)
         out = np.empty((T.shape[0], self.X.shape[0]), dtype=self.dtype)
-        # a chunk's rows in float64 and its (concepts x rows) product stay small
-        chunk = rows_per_buffer(self.X.shape[1] + T.shape[0], 8)
+        # a chunk's rows and its (concepts x rows) product stay small
+        chunk = rows_per_buffer(self.X.shape[1] + T.shape[0], self.dtype.itemsize)
         for start in range(0, self.X.shape[0], chunk):
             stop = min(start + chunk, self.X.shape[0])
-            out[:, start:stop] = T @ self.unit_rows(start, stop).astype(self.dtype).T
+            rows = np.asarray(self.X[start:stop], dtype=self.dtype) - mean
+            product = T @ rows.T
+            product *= scale[start:stop]
+            out[:, start:stop] = product
         return out
 
 
