@@ -176,7 +176,7 @@ def image_files(folder):
 
 
 def check_image_files(files):
-    """Open every image once before the site is built, naming the first unreadable one."""
+    """Open every image once, raising CLIError that names the first unreadable one."""
     from .._optional import import_optional
 
     Image = import_optional("PIL.Image", "vision", "explore --images")
