@@ -33,7 +33,7 @@ from ._app.files import (
     save_codes,
     save_model,
 )
-from ._app.embed import fit_embedder, parse_model_spec
+from ._app.embed import fit_embedder, parse_model_spec, run_embed
 from ._dictionary import components_of
 from ._app.report import format_table
 
@@ -224,9 +224,7 @@ def _explore(args):
 
 
 def _embed(args):
-    from ._app.embed import embed
-
-    output, listing, (n_rows, width), what = embed(
+    output, listing, (n_rows, width), what = run_embed(
         args.inputs, args.model, args.output, random_weights=args.random_weights,
         token=args.token, layer=args.layer, batch_size=args.batch_size, device=args.device,
         quiet=args.quiet)

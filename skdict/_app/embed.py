@@ -84,13 +84,13 @@ def fit_embedder(embedder, spec, option):
         raise CLIError(f"{option} {spec!r}: {message}") from exc
 
 
-def embeddings_path(path):
+def _embeddings_path(path):
     """The file ``skdict embed`` writes: `path`, with ``.npy`` appended if missing."""
     path = Path(path)
     return path if path.suffix == ".npy" else path.with_name(path.name + ".npy")
 
 
-def inputs_path(output):
+def _inputs_path(output):
     """The list of inputs written beside ``X.npy``: ``X.inputs.txt``."""
     return Path(output).with_suffix(".inputs.txt")
 
@@ -172,8 +172,8 @@ def _write_rows(encode, items, output, listing, width, *, batch_size, quiet, uni
         del rows
 
 
-def embed(source, spec, output, *, random_weights=False, token=None, layer=None,
-          batch_size=32, device="auto", quiet=True):
+def run_embed(source, spec, output, *, random_weights=False, token=None, layer=None,
+              batch_size=32, device="auto", quiet=True):
     """Embed the images of folder `source` (or the lines of text file `source`) into `output`.
 
     Returns
@@ -189,8 +189,8 @@ def embed(source, spec, output, *, random_weights=False, token=None, layer=None,
     kind, name, pretrained = parse_model_spec(spec, "--model", random_weights=random_weights)
     embedder = _make_embedder(kind, name, pretrained, token=token, layer=layer,
                               batch_size=batch_size, device=device)
-    output = check_output_file(embeddings_path(output), inputs=[source])
-    listing = check_output_file(inputs_path(output), inputs=[source],
+    output = check_output_file(_embeddings_path(output), inputs=[source])
+    listing = check_output_file(_inputs_path(output), inputs=[source],
                                 option="the inputs list of -o")
     what, items = _read_inputs(source, kind, spec)
     embedder = fit_embedder(embedder, spec, "--model")
