@@ -346,17 +346,33 @@ def random_bank(bank, random_state, distribution="gaussian"):
     and covariance (of its unit embeddings), so the random concepts share the
     bank's anisotropy; ``"sphere"`` draws uniformly on the unit sphere.
     """
-    rng = check_random_state(random_state)
-    E = bank.embeddings.astype(np.float64)
-    if distribution == "sphere":
-        return ConceptBank(bank.names, rng.standard_normal(E.shape), center=bank.center)
-    mean = E.mean(axis=0)
-    # N(mean, C) with C = Ec.T Ec / (n - 1), sampled through the thin SVD of the
-    # centred bank: cheap for any number of concepts, exact when C is singular.
-    _, s, Vt = np.linalg.svd(E - mean, full_matrices=False)
-    z = rng.standard_normal((E.shape[0], s.size))
-    sample = mean + (z * (s / np.sqrt(max(E.shape[0] - 1, 1)))) @ Vt
-    return ConceptBank(bank.names, sample, center=bank.center)
+    return RandomBanks(bank, distribution).draw(check_random_state(random_state))
+
+
+class RandomBanks:
+    """Draws of :func:`random_bank`; the Gaussian's thin SVD is computed once for all draws."""
+
+    def __init__(self, bank, distribution="gaussian"):
+        self.bank, self.distribution = bank, distribution
+        E = bank.embeddings.astype(np.float64)
+        self.shape = E.shape
+        if distribution != "sphere":
+            self.mean = E.mean(axis=0)
+            # N(mean, C) with C = Ec.T Ec / (n - 1), sampled through the thin SVD of
+            # the centred bank: cheap for any number of concepts, exact when C is
+            # singular.
+            _, s, self.Vt = np.linalg.svd(E - self.mean, full_matrices=False)
+            self.scale = s / np.sqrt(max(E.shape[0] - 1, 1))
+
+    def draw(self, rng):
+        """One random bank, drawn with the generator `rng`."""
+        bank = self.bank
+        if self.distribution == "sphere":
+            vectors = rng.standard_normal(self.shape)
+        else:
+            z = rng.standard_normal((self.shape[0], self.scale.size))
+            vectors = self.mean + (z * self.scale) @ self.Vt
+        return ConceptBank(bank.names, vectors, center=bank.center)
 
 
 def _n_rows(codes):
@@ -373,7 +389,9 @@ def top_concepts(atoms, T, top_k):
     for start in range(0, n_atoms, _ATOM_CHUNK):
         rows = slice(start, start + _ATOM_CHUNK)
         cos = atoms[rows] @ T.T
-        if top_k < T.shape[0]:
+        if top_k == 1:
+            part = np.argmax(cos, axis=1)[:, None]
+        elif top_k < T.shape[0]:
             part = np.argpartition(-cos, top_k - 1, axis=1)[:, :top_k]
         else:
             part = np.broadcast_to(np.arange(T.shape[0]), cos.shape)
