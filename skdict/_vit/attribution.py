@@ -38,7 +38,7 @@ def patch_relevance(proj, x, y, method):
     """Relevance (N, n_patches) of each patch for classes y (None: the prediction)."""
     if method not in EXPLAIN_METHODS:
         raise ValueError(
-            f"method must be 'gradient' (the authors' attention gradients) or 'evidence' "
+            "method must be 'gradient' (the authors' attention gradients) or 'evidence' "
             f"(skdict's attention evidence), got {method!r}."
         )
     if method == "gradient":
@@ -75,8 +75,11 @@ def _gradient_relevance(proj, x, y):
 
 
 def _cls_row_gradient(proj, block, z, target, torch):
-    """d CE(softmax(logits of the attention branch at the class token)) / d A[h, 0, j], summed
-    over heads: (B, T)."""
+    """The gradient of `block`'s class-token loss w.r.t. A[h, 0, j], summed over heads: (B, T).
+
+    The loss is the cross-entropy of the softmax of the attention branch's
+    output at the class token, projected alone; `z` is the attention's input.
+    """
     m = proj.model_
     with torch.enable_grad():
         weights, v = attention.weights(block.attn, z)

@@ -25,7 +25,9 @@ import contextlib
 import numpy as np
 from sklearn.utils import Bunch
 
-from .class_analyses import identifiability_per_image, ranks, summarise_identifiability
+from .class_analyses import (
+    has_class_token, identifiability_per_image, ranks, summarise_identifiability,
+)
 from .hooks import OUTPUT
 from .interventions import edited_attention, kept_patches
 
@@ -101,17 +103,18 @@ def _interventions(proj, attention, keep_index):
     """The `intervene` callable of a perturbed forward pass (None: no change)."""
     if attention is None and keep_index is None:
         return None
-    has_cls = getattr(proj.model_, "cls_token", None) is not None
+    has_cls = has_class_token(proj)
 
+    @contextlib.contextmanager
     def intervene(rows):
-        stack = contextlib.ExitStack()
-        if attention is not None:
-            stack.enter_context(edited_attention(proj.model_, attention, has_cls))
-        if keep_index is not None:
-            stack.enter_context(
-                kept_patches(proj.model_, proj.num_prefix_tokens_, keep_index[rows])
-            )
-        return stack
+        with contextlib.ExitStack() as stack:
+            if attention is not None:
+                stack.enter_context(edited_attention(proj.model_, attention, has_cls))
+            if keep_index is not None:
+                stack.enter_context(
+                    kept_patches(proj.model_, proj.num_prefix_tokens_, keep_index[rows])
+                )
+            yield
 
     return intervene
 
