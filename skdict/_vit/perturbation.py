@@ -54,7 +54,7 @@ def _accuracy_curve(proj, x, y, ranked, n_kept):
     ])
 
 
-def authors_area(curve, n_patches):
+def _authors_area(curve, n_patches):
     """The authors' area of a perturbation curve: sum / (max * n_patches)."""
     return float(np.sum(curve) / (np.max(curve) * n_patches))
 
@@ -80,7 +80,7 @@ def perturbation_curves(proj, x, y, relevance, protocol, fractions, n_seeds, rng
         fractions = n_kept / n_patches
 
         def area(curve):
-            return authors_area(curve, n_patches)
+            return _authors_area(curve, n_patches)
     else:
         n_kept = np.maximum(1, np.round(fractions * n_patches)).astype(int)
         random_orders = np.argsort(rng.random_sample(order.shape), axis=1)
