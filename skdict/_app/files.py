@@ -22,13 +22,13 @@ from .._persistence import (
     ACCEPTED,
     ACCEPTED_TEXT,
     ModelFileError,
-    atomic_write,
     is_model_file,
     load,
     resolve_class,
     save,
 )
 from .._sae.saelens import is_saelens_folder
+from .._staging import atomic_write
 
 
 class CLIError(Exception):

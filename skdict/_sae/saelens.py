@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from .._optional import import_optional
-from .._persistence import ModelFileError, atomic_write
+from .._persistence import ModelFileError
+from .._staging import atomic_write
 
 CONFIG = "cfg.json"
 WEIGHTS = "sae_weights.safetensors"
