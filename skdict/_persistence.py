@@ -711,8 +711,8 @@ def load(path):
     path : str or path-like
         A file written by :func:`skdict.save` (or ``skdict fit``), or a
         SAELens folder (``cfg.json`` + ``sae_weights.safetensors``, a
-        ``standard``, ``topk`` or ``jumprelu`` SAE), read as a
-        :class:`~skdict.SparseAutoencoder`.
+        ``standard``, ``topk``, ``jumprelu`` or ``batchtopk`` SAE), read as a
+        :class:`~skdict.SparseAutoencoder` that computes in float32.
 
     Returns
     -------

@@ -73,12 +73,13 @@ def check_magnitude(X, working_dtype=None, name="X", *, underflow=True):
     )
 
 
-def magnitude_problem(X, working_dtype=None, name="X", *, underflow=True):
+def magnitude_problem(X, working_dtype=None, name="X", *, underflow=True, overflow=True):
     """The magnitude problem :func:`check_magnitude` finds in a 2-D array, or None.
 
     Returns a phrase such as ``"too large for float32 arithmetic: its squared
     row norms overflow (largest |X| = 1e+30)"``, for messages that need
     another fix than rescaling (a model file, a file of embeddings).
+    ``overflow=False`` checks only for underflow.
     """
     if X.size == 0:
         return None
@@ -106,6 +107,7 @@ def magnitude_problem(X, working_dtype=None, name="X", *, underflow=True):
         too_small = peak < float(np.finfo(dtype).tiny)
         what = "its values"
     too_small = too_small and underflow
+    too_large = too_large and overflow
     if not (too_large or too_small):
         return None
     direction = "overflow" if too_large else "underflow"
