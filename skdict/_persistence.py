@@ -20,6 +20,7 @@ import io
 import json
 import math
 import re
+import tokenize
 import zipfile
 import zlib
 from numbers import Integral, Real
@@ -221,9 +222,10 @@ def save(estimator, path, *, format="skdict"):
 # leaves 1,000 characters to each of 16,384 features.
 _MAX_METADATA_BYTES = 1 << 24
 # What zipfile and zlib raise on a damaged archive or member (a bad CRC, a corrupt
-# deflate stream, offsets pointing outside the file, a truncated member).
+# deflate stream, offsets pointing outside the file, a truncated member), and what
+# numpy's parser of .npy headers (Python's tokenizer) raises on a damaged header.
 _DAMAGED = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError,
-            ValueError, NotImplementedError)
+            ValueError, NotImplementedError, SyntaxError, tokenize.TokenError)
 # Members are read into their array this many bytes at a time.
 _READ_CHUNK = 1 << 20
 

@@ -26,6 +26,7 @@ from skdict import DoubleBatchKSVD, SparseAutoencoder
 from skdict.cli import main
 from skdict.datasets import make_sparse_signals
 from skdict.explore import build_site
+from _model_files import rewrite_model
 
 # The checkout whose skdict is under test (subprocesses import the same one).
 ROOT = Path(skdict.__file__).resolve().parents[1]
@@ -69,25 +70,6 @@ def _tree(folder):
         else:
             tree[rel] = path.read_bytes() if path.is_file() else None
     return tree
-
-
-def _rewrite(path, out, edit=None, arrays=None, members=None):
-    """Copy a model file, editing its JSON, replacing arrays or raw members."""
-    with zipfile.ZipFile(path) as archive:
-        content = {name: archive.read(name) for name in archive.namelist()}
-    metadata = json.loads(content["model.json"])
-    if edit:
-        edit(metadata)
-    content["model.json"] = json.dumps(metadata).encode()
-    for key, array in (arrays or {}).items():
-        buffer = io.BytesIO()
-        np.lib.format.write_array(buffer, array)
-        content[f"{key}.npy"] = buffer.getvalue()
-    content.update(members or {})
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in content.items():
-            archive.writestr(name, data)
-    return out
 
 
 def _array_of(path, key):
@@ -226,17 +208,17 @@ def test_a_model_file_cannot_inflate_beyond_its_model(files, tmp_path, case):
         with zipfile.ZipFile(path) as archive:
             text = archive.read("model.json")
         members = {"model.json": text[:-1] + b" " * _INFLATION + text[-1:]}
-        tampered = _rewrite(path, tmp_path / "t.skdict", members=members)
+        tampered = rewrite_model(path, tmp_path / "t.skdict", members=members)
         message = "model.json inflates to 64 MiB"
     elif case == "error_ of 64 MiB":
-        tampered = _rewrite(path, tmp_path / "t.skdict",
+        tampered = rewrite_model(path, tmp_path / "t.skdict",
                             arrays={"attr.error_": np.zeros(_INFLATION // 8)})
         message = r"error_ has shape \(8388608,\); expected \(3,\)"
     else:
         buffer = io.BytesIO()
         np.lib.format.write_array(buffer, _array_of(path, "attr.components_"))
         members = {"attr.components_.npy": buffer.getvalue() + b"\0" * _INFLATION}
-        tampered = _rewrite(path, tmp_path / "t.skdict", members=members)
+        tampered = rewrite_model(path, tmp_path / "t.skdict", members=members)
         message = "components_ inflates to"
     assert tampered.stat().st_size < _INFLATION // 100
     skdict.load(path)  # imports and caches whatever loading needs, outside the measure
@@ -259,14 +241,14 @@ def test_a_model_file_cannot_inflate_beyond_its_model(files, tmp_path, case):
 ])
 def test_every_attribute_is_checked(files, tmp_path, name, value, message):
     """Item 3: attributes the dictionary's shape does not imply are checked too."""
-    tampered = _rewrite(files / "m.skdict", tmp_path / "t.skdict",
+    tampered = rewrite_model(files / "m.skdict", tmp_path / "t.skdict",
                         lambda d: d["attributes"].update({name: value}))
     with pytest.raises(ValueError, match=message):
         skdict.load(tampered)
 
 
 def test_a_fitted_model_missing_an_attribute_is_refused(files, tmp_path):
-    tampered = _rewrite(files / "m.skdict", tmp_path / "t.skdict",
+    tampered = rewrite_model(files / "m.skdict", tmp_path / "t.skdict",
                         lambda d: d["attributes"].pop("_groups"))
     with pytest.raises(ValueError, match="the fitted DoubleBatchKSVD lacks '_groups'"):
         skdict.load(tampered)
@@ -413,7 +395,7 @@ def test_magnitudes_of_a_model_file_are_checked(files, tmp_path, model, edit, ar
         name, factor = arrays
         array = _array_of(path, f"attr.{name}")
         replace = {f"attr.{name}": array * array.dtype.type(factor)}
-    tampered = _rewrite(path, tmp_path / "t.skdict",
+    tampered = rewrite_model(path, tmp_path / "t.skdict",
                         edit and (lambda d: d["attributes"].update(edit)), replace)
     code, lines = _cli("encode", tampered, files / "X.npy", "-o", tmp_path / "c.npz")
     _one_line_error(code, lines, message)
@@ -475,7 +457,7 @@ def test_a_corrupt_member_gives_one_line(files, tmp_path, how, message):
 def test_impossible_shapes_and_states_are_refused(files, tmp_path):
     """Item 11: an RNG state of 3 words, an .npy header of (1e6, 1e6)."""
     path = files / "m.skdict"
-    tampered = _rewrite(path, tmp_path / "r.skdict",
+    tampered = rewrite_model(path, tmp_path / "r.skdict",
                         arrays={"attr._rng": np.arange(3, dtype=np.uint32)})
     with pytest.raises(ValueError, match=r"_rng has shape \(3,\); expected \(624,\)"):
         skdict.load(tampered)
@@ -483,7 +465,7 @@ def test_impossible_shapes_and_states_are_refused(files, tmp_path):
     np.lib.format.write_array_header_1_0(
         header, {"descr": "<f8", "fortran_order": False, "shape": (10**6, 10**6)})
     members = {"attr.components_.npy": header.getvalue() + b"\0" * 64}
-    tampered = _rewrite(path, tmp_path / "h.skdict", members=members)
+    tampered = rewrite_model(path, tmp_path / "h.skdict", members=members)
     with pytest.raises(ValueError, match=r"has shape \(1000000, 1000000\); expected \(16, 12\)"):
         skdict.load(tampered)
 
