@@ -1,6 +1,7 @@
 """The skdict command (also python -m skdict).
 
-Subcommands: demo (the built-in end-to-end run and its HTML report), and fit,
+Subcommands: demo (the built-in end-to-end run and its HTML report), embed
+(images or texts to embeddings with a timm or open_clip model), and fit,
 encode, describe, score and explore on the user's own embeddings. A mistake in
 the input (missing file, wrong array shape, unreadable model, bad parameter,
 unwritable output) prints one line and exits with code 2; output paths are
@@ -37,6 +38,7 @@ from ._app.files import (
     save_codes,
     save_model,
 )
+from ._app.embed import fit_embedder, parse_model_spec, run_embed
 from ._dictionary import components_of
 from ._app.report import format_table
 
@@ -97,30 +99,18 @@ def _encode(args):
     return 0
 
 
-def _parse_embedder(spec):
-    """``clip:MODEL[:PRETRAINED]`` -> an unfitted CLIPEmbedder."""
-    kind, _, rest = spec.partition(":")
-    if kind != "clip" or not rest:
-        raise CLIError(
-            f"--embedder {spec!r} is not understood; use clip:MODEL[:PRETRAINED], "
-            "e.g. clip:ViT-B-32 or clip:ViT-B-32:/path/to/weights.bin."
-        )
+def _parse_embedder(spec, random_weights=False):
+    """``clip:MODEL[:WEIGHTS]`` -> an unfitted CLIPEmbedder; no weights needs random_weights."""
+    _, model, pretrained = parse_model_spec(spec, "--embedder", random_weights=random_weights,
+                                            kinds=("clip",))
     from .embeddings import CLIPEmbedder
 
-    model, _, pretrained = rest.partition(":")
-    return CLIPEmbedder(model=model, pretrained=pretrained or None)
+    return CLIPEmbedder(model=model, pretrained=pretrained)
 
 
-def _fitted_embedder(spec):
+def _fitted_embedder(spec, random_weights):
     """The embedder of --embedder, loaded: weights that cannot be read give one line."""
-    embedder = _parse_embedder(spec)
-    try:
-        return embedder.fit()
-    # A missing file, an offline hub, or a checkpoint of another architecture
-    # (torch's "Error(s) in loading state_dict").
-    except (OSError, RuntimeError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CLIError(f"--embedder {spec!r}: {message}") from exc
+    return fit_embedder(_parse_embedder(spec, random_weights), spec, "--embedder")
 
 
 _BANK_RECIPE = (
@@ -148,7 +138,8 @@ def _load_bank(args, n_features):
         )
     else:
         texts = read_lines(args.concepts, "concepts file", allow_blank=False)
-        bank = ConceptBank.from_texts(texts, _fitted_embedder(args.embedder))
+        bank = ConceptBank.from_texts(texts, _fitted_embedder(args.embedder,
+                                                              args.random_weights))
     if bank.embeddings.shape[1] != n_features:
         raise CLIError(
             f"the concept bank has {bank.embeddings.shape[1]}-dimensional embeddings but "
@@ -237,6 +228,16 @@ def _explore(args):
     return 0
 
 
+def _embed(args):
+    output, listing, (n_rows, width), what = run_embed(
+        args.inputs, args.model, args.output, random_weights=args.random_weights,
+        token=args.token, layer=args.layer, batch_size=args.batch_size, device=args.device,
+        quiet=args.quiet)
+    _say(args, f"embedded {n_rows} {what} with {args.model}: {n_rows} x {width} float32 "
+         f"rows saved to {output}, the {what} in row order to {listing}")
+    return 0
+
+
 def _demo(args):
     from ._app.demo import run_demo
 
@@ -253,8 +254,17 @@ def _add_bank_options(parser):
     group.add_argument("--concepts", metavar="BANK.npz|FILE.txt",
                        help="a ConceptBank saved with ConceptBank.save (.npz), or a text "
                        "file with one concept per line, embedded with --embedder")
-    group.add_argument("--embedder", metavar="clip:MODEL[:PRETRAINED]",
-                       help="open_clip text encoder for --concepts, e.g. clip:ViT-B-32")
+    group.add_argument("--embedder", metavar="clip:MODEL[:WEIGHTS]",
+                       help="open_clip text encoder for --concepts, e.g. "
+                       "clip:ViT-B-32:/path/to/weights.safetensors (WEIGHTS: a checkpoint "
+                       "file or an open_clip tag)")
+    _add_random_weights(group, "the names embedded by a random CLIP mean nothing")
+
+
+def _add_random_weights(parser, why):
+    parser.add_argument("--random-weights", action="store_true",
+                        help=f"use a model given without WEIGHTS with random weights ({why}); "
+                        "without this flag such a model is refused")
 
 
 def _build_parser():
@@ -271,6 +281,7 @@ def _build_parser():
         "code it contains, so use this only for files you made or trust")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_demo(commands, [common])
+    _add_embed(commands, [common])
     _add_fit(commands, [common])
     for add in (_add_encode, _add_describe, _add_score, _add_explore):
         add(commands, [common, reads_models])
@@ -289,6 +300,46 @@ def _add_demo(commands, parents):
     demo.add_argument("--quick", action="store_true",
                       help="smaller problems and fewer iterations (under a minute)")
     demo.set_defaults(run=_demo)
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_embed(commands, parents):
+    embed = commands.add_parser(
+        "embed", parents=parents, help="embed a folder of images or a file of texts",
+        description="Embed the image files of a folder (.png, .jpg, .webp and other "
+        "common formats, in name order) with a timm ViT or an open_clip image encoder, "
+        "or the lines of a UTF-8 text file with an open_clip text encoder. Writes a "
+        "float32 .npy (filled as a memory map and moved into place when complete: an "
+        "interrupted run leaves no partial file) and, beside X.npy, X.inputs.txt: the "
+        "inputs in row order, one image path or text per line.")
+    embed.add_argument("inputs", metavar="IMAGES_DIR|TEXTS.txt")
+    embed.add_argument("--model", required=True,
+                       metavar="timm:NAME[:WEIGHTS]|clip:NAME[:WEIGHTS]",
+                       help="the embedder: a timm model name (images only) or an open_clip "
+                       "model name; WEIGHTS is a checkpoint file (state dict or "
+                       ".safetensors), an open_clip tag, or 'hub' for timm's download")
+    _add_random_weights(embed, "the embeddings of an untrained network mean nothing")
+    embed.add_argument("--token", choices=["cls", "mean"], default=None,
+                       help="timm: the class token (default) or the mean of the patch tokens")
+    embed.add_argument("--layer", type=int, default=None,
+                       help="timm: the block whose output is read (default: -1, the last)")
+    embed.add_argument("--batch-size", type=_positive_int, default=32,
+                       help="images or texts per forward pass (default: %(default)s)")
+    embed.add_argument("--device", default="auto",
+                       help="cpu, cuda, cuda:N or auto (default: %(default)s)")
+    embed.add_argument("-o", "--output", required=True, metavar="X.npy",
+                       help="the embeddings (.npy is appended when missing); the inputs "
+                       "list goes to X.inputs.txt beside it")
+    embed.set_defaults(run=_embed)
 
 
 def _add_fit(commands, parents):

@@ -199,13 +199,13 @@ def load_images(path, n_samples):
     """
     path = _existing(path, "images")
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+        files = image_files(path)
         if len(files) != n_samples:
             raise CLIError(
                 f"directory {str(path)!r} holds {len(files)} images but the embeddings "
                 f"have {n_samples} rows; give one image per row."
             )
-        _check_image_files(files)
+        check_image_files(files)
         return [str(p) for p in files]
     images = _load_array(path, "images file")
     if images.ndim not in (3, 4) or images.shape[0] != n_samples:
@@ -216,8 +216,18 @@ def load_images(path, n_samples):
     return images
 
 
-def _check_image_files(files):
-    """Open every image once before the site is built, naming the first unreadable one."""
+def is_image_file(path):
+    """Whether `path` has one of the image suffixes (any case) that image folders list."""
+    return Path(path).suffix.lower() in _IMAGE_SUFFIXES
+
+
+def image_files(folder):
+    """The image files of `folder`, in name order: one per embedding row."""
+    return sorted(p for p in Path(folder).iterdir() if is_image_file(p))
+
+
+def check_image_files(files):
+    """Open every image once, raising CLIError that names the first unreadable one."""
     from .._optional import import_optional
 
     Image = import_optional("PIL.Image", "vision", "explore --images")

@@ -7,7 +7,8 @@ Private: the public entry points are :class:`skdict.ClassEmbeddingProjector`,
 - ``timm_models``: build a timm model from a name, an instance or a local
   checkpoint (named so as never to be confused with the ``timm`` package).
 - ``checkpoint``: refuse weight files whose loading would run code (timm and
-  open_clip checkpoints).
+  open_clip checkpoints), weights never chosen, and files that are not the
+  weights of the model asked for.
 - ``hub``: offline-safe Hugging Face hub access for pretrained weights.
 - ``images``: arrays, PIL images or paths to the model's input tensor.
 - ``hooks``: forward hooks that capture hidden states at the sites of ViT blocks.

@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 from .._optional import import_optional
-from .checkpoint import check_weights_file
+from .checkpoint import check_weights_file, no_weights_error, reading_weights
 from .hub import hub_download
 
 
@@ -44,11 +44,15 @@ def create_timm_model(model, pretrained, feature, **kwargs):
     model : str, os.PathLike or torch.nn.Module
         A timm model name or a model instance (used as is). A file path is
         refused: a module saved whole is a pickle, and loading it runs code.
-    pretrained : bool, str or os.PathLike
-        False for random weights, True for the hub weights of the name, or the
-        path of a local checkpoint (a state dict or ``.safetensors``) loaded
-        through timm's ``pretrained_cfg_overlay=dict(file=...)`` after checking
-        that it opens with ``torch.load(weights_only=True)``.
+    pretrained : bool, str, os.PathLike or None
+        False or ``"random"`` for random weights, True for the hub weights of
+        the name, or the path of a local checkpoint (a state dict or
+        ``.safetensors``) loaded through timm's
+        ``pretrained_cfg_overlay=dict(file=...)`` after checking that it opens
+        with ``torch.load(weights_only=True)``; a checkpoint that does not fit
+        the architecture raises one ValueError. None (no choice made) is
+        refused for a model name, so that random weights are never used by
+        default.
     feature : str
         The skdict class asking, for error messages.
     **kwargs
@@ -72,7 +76,9 @@ def create_timm_model(model, pretrained, feature, **kwargs):
             + (f"Similar names: {', '.join(close)}. " if close else "")
             + "List them with timm.list_models('*vit*')."
         )
-    if pretrained is False:
+    if pretrained is None:
+        raise no_weights_error(model, "True (the hub weights) or a checkpoint path")
+    if pretrained is False or pretrained == "random":
         return timm.create_model(model, pretrained=False, **kwargs).eval()
     if pretrained is True:
         with hub_download(f"timm model {model!r}", "pretrained='/path/to/checkpoint'"):
@@ -82,6 +88,7 @@ def create_timm_model(model, pretrained, feature, **kwargs):
     overlay = {"file": str(path)}
     if path.suffix == ".safetensors":
         overlay["custom_load"] = False
-    return timm.create_model(
-        model, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs
-    ).eval()
+    with reading_weights(path, "pretrained", model):
+        return timm.create_model(
+            model, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs
+        ).eval()

@@ -124,31 +124,7 @@ def test_describe_prints_one_line_per_alive_atom(files, capsys):
         assert f"{expected.names[atom, 0]} ({expected.scores[atom, 0]:.3f})" in line
 
 
-# A CLIP small enough to build in milliseconds, registered as a named open_clip config.
-_TINY_CLIP = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16,
-                   "head_width": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
-                 "layers": 1},
-}
 CONCEPTS = ["red", "green", "blue", "a dog", "a cat", "a car", "the sea", "a tree"]
-
-
-@pytest.fixture(scope="module")
-def clip_checkpoint(tmp_path_factory, torch_one_thread):
-    """Random weights of a tiny CLIP in a local checkpoint file, as a user would have."""
-    open_clip = pytest.importorskip("open_clip")
-    import torch
-
-    tmp = tmp_path_factory.mktemp("clip")
-    config = tmp / "skdict-tiny-clip.json"
-    config.write_text(json.dumps(_TINY_CLIP))
-    open_clip.add_model_config(config)
-    torch.manual_seed(0)
-    weights = tmp / "tiny-clip.pt"
-    torch.save(open_clip.create_model("skdict-tiny-clip").state_dict(), weights)
-    return "skdict-tiny-clip", weights
 
 
 def test_describe_embeds_a_concepts_file_with_a_clip_checkpoint(clip_checkpoint, tmp_path,
@@ -184,14 +160,14 @@ def test_embedder_checkpoint_of_another_model_is_one_line(clip_checkpoint, files
     assert err.count("\n") == 1
 
 
-@pytest.mark.parametrize("spec, model, pretrained", [
-    ("clip:ViT-B-32", "ViT-B-32", None),
-    ("clip:ViT-B-16:/weights/open_clip.bin", "ViT-B-16", "/weights/open_clip.bin"),
+@pytest.mark.parametrize("spec, random_weights, model, pretrained", [
+    ("clip:ViT-B-32", True, "ViT-B-32", "random"),
+    ("clip:ViT-B-16:/weights/open_clip.bin", False, "ViT-B-16", "/weights/open_clip.bin"),
 ])
-def test_embedder_spec(spec, model, pretrained):
+def test_embedder_spec(spec, random_weights, model, pretrained):
     from skdict.cli import _parse_embedder
 
-    embedder = _parse_embedder(spec)
+    embedder = _parse_embedder(spec, random_weights)
     assert (embedder.model, embedder.pretrained) == (model, pretrained)
 
 
