@@ -509,7 +509,7 @@ def test_n_jobs_zero_is_refused(make, X):
         make().fit(X)
 
 
-@pytest.mark.parametrize("command", [None, "demo", "fit", "encode", "describe", "score",
+@pytest.mark.parametrize("command", [None, "demo", "embed", "fit", "encode", "describe", "score",
                                      "explore"])
 def test_help_is_plain_text(command, capsys):
     """Item 16: no reStructuredText markup (``demo``) in --help."""
