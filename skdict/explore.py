@@ -117,7 +117,8 @@ def build_site(
 
     Examples
     --------
-    >>>     >>> from skdict import DoubleBatchKSVD
+    >>> import tempfile
+    >>> from skdict import DoubleBatchKSVD
     >>> from skdict.datasets import make_sparse_signals
     >>> from skdict.explore import build_site
     >>> X, _, _ = make_sparse_signals(200, n_features=8, n_components=12, random_state=0)
