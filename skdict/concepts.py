@@ -234,15 +234,15 @@ class ConceptBank:
             # save writes a 1-D array of str and one bool; anything else is another file.
             if names.ndim != 1 or names.dtype.kind != "U":
                 raise ValueError(
-                    f"{path}: names is a {names.ndim}-D array of {names.dtype}; a bank's "
-                    "names are a 1-D array of strings (write banks with ConceptBank.save)."
+                    f"names is a {names.ndim}-D array of {names.dtype}; a bank's names are "
+                    "a 1-D array of strings (write banks with ConceptBank.save)."
                 )
             if center.shape != () or center.dtype != bool:
-                raise ValueError(f"{path}: center must be one bool, not {center!r}.")
+                raise ValueError(f"center must be one bool, not {center!r}.")
             try:
                 return cls(names.tolist(), data["embeddings"], center=bool(center))
             except TypeError as exc:  # an empty name: bad content, not a caller's mistake
-                raise ValueError(f"{path}: {exc}") from exc
+                raise ValueError(str(exc)) from exc
 
 
 def describe_atoms(estimator_or_components, bank, *, X=None, top_k=1):
