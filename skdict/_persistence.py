@@ -456,7 +456,9 @@ class _Spec:
     with "k", "f", "i" for atoms, features, iterations, or None for any
     length), ``"count"`` (an int >= `minimum`, equal to the dimension `equals`
     when given), ``"number"``, ``"numbers"`` (a list of `shape`), ``"names"``,
-    ``"choice"`` (a str in `choices`), ``"rng"`` or ``"groups"``.
+    ``"choice"`` (a str in `choices`), ``"rng"``, or ``"groups"`` and
+    ``"threshold"``, which depend on the parameters and are read by
+    ``_SPECIAL``.
     """
 
     def __init__(self, kind, shape=None, *, optional=False, required=False, minimum=0,
@@ -472,36 +474,36 @@ class _Spec:
         value = decoder.decode(value, shape, {"floats": "f", "ints": "iu"}.get(self.kind, ""))
         if value is None and self.optional:
             return None
-        return self._check(value, dims, decoder.where)
+        return self._check(value, dims)
 
-    def _check(self, value, dims, where):
+    def _check(self, value, dims):
         kind = self.kind
         if kind in ("floats", "ints"):
             expected = "f" if kind == "floats" else "iu"
             if not isinstance(value, np.ndarray) or value.dtype.kind not in expected:
-                return _wrong(where, value, f"an array of {kind}")
+                raise _wrong(value, f"an array of {kind}")
         elif kind == "count":
             if not isinstance(value, Integral) or isinstance(value, bool) \
                     or value < self.minimum:
-                return _wrong(where, value, f"an int >= {self.minimum}")
+                raise _wrong(value, f"an int >= {self.minimum}")
             value = int(value)
             if self.equals and value != getattr(dims, self.equals):
-                return _wrong(where, value, f"{getattr(dims, self.equals)}")
+                raise _wrong(value, f"{getattr(dims, self.equals)}")
         elif kind == "number":
             if not isinstance(value, Real) or isinstance(value, bool) or not np.isfinite(value):
-                return _wrong(where, value, "a finite number")
+                raise _wrong(value, "a finite number")
         elif kind == "numbers":
             if not isinstance(value, list) or len(value) != dims.shape(self.shape)[0] \
                     or not all(isinstance(v, Real) and np.isfinite(v) for v in value):
-                return _wrong(where, value, f"a list of {dims.shape(self.shape)[0]} numbers")
+                raise _wrong(value, f"a list of {dims.shape(self.shape)[0]} numbers")
         elif kind == "names":
             if not isinstance(value, np.ndarray) or value.shape != (dims.f,):
-                return _wrong(where, value, f"{dims.f} names")
+                raise _wrong(value, f"{dims.f} names")
         elif kind == "choice":
             if value not in self.choices:
-                return _wrong(where, value, f"one of {sorted(self.choices)}")
+                raise _wrong(value, f"one of {sorted(self.choices)}")
         elif kind == "rng" and not isinstance(value, np.random.RandomState):
-            return _wrong(where, value, "a random state")
+            raise _wrong(value, "a random state")
         return value
 
 
@@ -509,9 +511,9 @@ class _Wrong(Exception):
     """An attribute value that is not what the model implies (named by the caller)."""
 
 
-def _wrong(where, value, expected):
+def _wrong(value, expected):
     shown = f"of shape {value.shape}" if isinstance(value, np.ndarray) else repr(value)[:60]
-    raise _Wrong(f"is {shown}; expected {expected}")
+    return _Wrong(f"is {shown}; expected {expected}")
 
 
 _FITTED = {"n_features_in_": _Spec("count", minimum=1, required=True),
@@ -704,8 +706,11 @@ def load(path):
     """Read a model written by :func:`skdict.save`, without running code from the file.
 
     The class must be one of those :func:`skdict.save` writes; its parameters
-    must be the class's own and valid; the arrays must have the shapes and
-    dtypes the dictionary implies and finite values. Anything else raises a
+    must be the class's own and valid; every fitted attribute must be one the
+    class has, with the shape and dtype the model implies (checked on each
+    array's header before the array is read, so that loading never allocates
+    more than the model needs), and finite values of magnitudes its
+    arithmetic can use. Anything else, a damaged archive included, raises a
     ``ValueError`` with a one-line message.
 
     Parameters
