@@ -229,9 +229,19 @@ class ConceptBank:
                     f"{path} is not a ConceptBank file: it lacks {sorted(missing)}; "
                     "write banks with ConceptBank.save."
                 )
-            return cls(
-                data["names"].tolist(), data["embeddings"], center=bool(data["center"])
-            )
+            names, center = data["names"], data["center"]
+            # save writes a 1-D array of str and one bool; anything else is another file.
+            if names.ndim != 1 or names.dtype.kind != "U":
+                raise ValueError(
+                    f"names is a {names.ndim}-D array of {names.dtype}; a bank's names are "
+                    "a 1-D array of strings (write banks with ConceptBank.save)."
+                )
+            if center.shape != () or center.dtype != bool:
+                raise ValueError(f"center must be one bool, not {center!r}.")
+            try:
+                return cls(names.tolist(), data["embeddings"], center=bool(center))
+            except TypeError as exc:  # an empty name: bad content, not a caller's mistake
+                raise ValueError(str(exc)) from exc
 
 
 def describe_atoms(estimator_or_components, bank, *, X=None, top_k=1, codes=None):
