@@ -51,7 +51,7 @@ def _default_mode():
     return 0o666 & ~umask
 
 
-def _owned(folder, manifest):
+def owned_entries(folder, manifest):
     """Names an earlier staged build wrote into `folder`, from its manifest."""
     path = folder / manifest
     if not os.path.lexists(path):
@@ -103,7 +103,7 @@ def check_free(folder, names, manifest):
     folder = Path(folder)
     if not folder.is_dir():
         return
-    owned = _owned(folder, manifest)
+    owned = owned_entries(folder, manifest)
     for name in names:
         if os.path.lexists(folder / name) and name not in owned:
             raise FileExistsError(_taken_message(folder, name))
@@ -158,7 +158,7 @@ def _write_manifest(stage, manifest):
 
 def _commit(stage, folder, manifest):
     """Rename the stage's entries into `folder`, all or none."""
-    owned = _owned(folder, manifest)
+    owned = owned_entries(folder, manifest)
     new = sorted(entry.name for entry in stage.iterdir())
     for name in new:
         if os.path.lexists(folder / name) and name not in owned:

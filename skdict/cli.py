@@ -18,8 +18,6 @@ import sys
 import threading
 
 import numpy as np
-import scipy.sparse as sp
-from tqdm.auto import tqdm
 
 from . import __version__
 from ._app.files import (
@@ -32,6 +30,7 @@ from ._app.files import (
     first_line,
     load_bank,
     load_embeddings,
+    load_codes,
     load_images,
     load_model,
     read_lines,
@@ -39,11 +38,8 @@ from ._app.files import (
     save_model,
 )
 from ._app.embed import fit_embedder, parse_model_spec, run_embed
-from ._dictionary import components_of
+from ._dictionary import components_of, encoded
 from ._app.report import format_table
-
-# Rows encoded per step of `skdict encode`: bounds memory and paces the progress bar.
-_ENCODE_CHUNK = 4096
 
 
 def _make_estimator(args):
@@ -75,24 +71,32 @@ def _model(args, path):
     return load_model(path, trust_pickle=args.trust_pickle)
 
 
+def _embeddings(path, model):
+    """Embeddings for `model`: its width, and magnitudes its arithmetic can code."""
+    return load_embeddings(path, _n_features(model),
+                           working_dtype=getattr(model, "_working_dtype", None))
+
+
 def _n_features(model):
     return components_of(model).shape[1]
 
 
-def encode_in_chunks(model, X, *, quiet=True, chunk=_ENCODE_CHUNK):
-    """CSR codes of X, encoded `chunk` rows at a time (a memory map stays on disk)."""
-    blocks = []
-    for start in tqdm(range(0, X.shape[0], chunk), disable=quiet, desc="encode", unit="chunk"):
-        block = model.transform(np.asarray(X[start:start + chunk]))
-        blocks.append(sp.csr_matrix(block))
-    return sp.vstack(blocks, format="csr")
+def _codes(args, model, X):
+    """The codes of X: read from --codes (checked against X and the model), or
+    encoded once here, in row chunks (a memory map stays on disk), with a progress bar."""
+    n_atoms = components_of(model).shape[0]
+    if getattr(args, "codes", None):
+        return load_codes(args.codes, None if X is None else X.shape[0], n_atoms)
+    if X is None:
+        return None
+    return encoded(model, X, progress=not args.quiet).codes
 
 
 def _encode(args):
     output = check_output_file(codes_path(args.output), inputs=[args.model, args.embeddings])
     model = _model(args, args.model)
-    X = load_embeddings(args.embeddings, _n_features(model))
-    codes = encode_in_chunks(model, X, quiet=args.quiet)
+    X = _embeddings(args.embeddings, model)
+    codes = _codes(args, model, X)
     path = save_codes(codes, output)
     _say(args, f"encoded {codes.shape[0]} rows over {codes.shape[1]} atoms "
          f"({codes.nnz / max(codes.shape[0], 1):.1f} non-zeros per row); saved to {path}")
@@ -156,8 +160,8 @@ def _describe(args):
     bank = _load_bank(args, n_features)
     if bank is None:
         raise CLIError("describe needs --concepts (BANK.npz, or a text file with --embedder).")
-    X = load_embeddings(args.embeddings, n_features) if args.embeddings else None
-    desc = describe_atoms(model, bank, X=X, top_k=args.top_k)
+    X = _embeddings(args.embeddings, model) if args.embeddings else None
+    desc = describe_atoms(model, bank, top_k=args.top_k, codes=_codes(args, model, X))
     for atom in np.flatnonzero(desc.alive):
         names = ", ".join(
             f"{name} ({score:.3f})"
@@ -169,25 +173,24 @@ def _describe(args):
 
 
 def _score(args):
-    from . import metrics
+    from .metrics import dictionary_scores
 
     model = _model(args, args.model)
     n_features = _n_features(model)
-    X = load_embeddings(args.embeddings, n_features)
+    X = _embeddings(args.embeddings, model)
     bank = _load_bank(args, n_features)
-    X = np.asarray(X)
-    codes = encode_in_chunks(model, X, quiet=args.quiet)
-    X_hat = _reconstruct(model, codes)
-    n_alive = int(np.count_nonzero(codes.getnnz(axis=0)))
+    codes = _codes(args, model, X)
+    scores = dictionary_scores(model, X, bank, codes=codes, baseline=bank is not None)
+    n_atoms = codes.shape[1]
+    n_alive = n_atoms - round(scores["dead_fraction"] * n_atoms)
     rows = [
-        ["signal recovered", metrics.signal_recovered(X, X_hat), None],
-        ["explained variance", metrics.explained_variance(X, X_hat), None],
-        ["alive atoms", f"{n_alive} / {codes.shape[1]}", None],
+        ["signal recovered", scores["signal_recovered"], None],
+        ["explained variance", scores["explained_variance"], None],
+        ["alive atoms", f"{n_alive} / {n_atoms}", None],
     ]
     for name in ("faithfulness", "specificity"):
-        score = getattr(metrics, name)
         rows.append([name, None, None] if bank is None else [
-            name, score(model, X, bank), score(model, X, bank, baseline=True)])
+            name, scores[name], scores[f"{name}_null"]])
     print(format_table(["score", "value", "null level"], rows))
     if bank is None:
         _say(args, "faithfulness and specificity need a concept bank: pass --concepts.")
@@ -197,14 +200,8 @@ def _score(args):
     return 0
 
 
-def _reconstruct(model, codes):
-    if hasattr(model, "inverse_transform"):
-        return model.inverse_transform(codes)
-    return np.asarray(codes @ components_of(model))  # SparseCoder
-
-
 def _explore(args):
-    from .explore import build_site
+    from .explore import build_site, site_size
 
     inputs = [args.model, args.embeddings, args.images, args.labels, args.compare,
               args.concepts]
@@ -214,7 +211,7 @@ def _explore(args):
         raise CLIError("explore needs a learned dictionary (components_); a SparseCoder "
                        "has none: fit one with 'skdict fit'.")
     n_features = _n_features(model)
-    X = load_embeddings(args.embeddings, n_features)
+    X = _embeddings(args.embeddings, model)
     bank = _load_bank(args, n_features)
     images = load_images(args.images, X.shape[0]) if args.images else None
     labels = None
@@ -222,9 +219,11 @@ def _explore(args):
         labels = read_lines(args.labels, "labels file", allow_blank=True)
         check_line_count(labels, X.shape[0], args.labels, "labels file")
     compare = _model(args, args.compare) if args.compare else None
-    index = build_site(model, np.asarray(X), args.out, bank=bank, images=images, labels=labels,
-                       compare=compare)
-    _say(args, f"wrote the atom explorer to {index}")
+    index = build_site(model, X, args.out, bank=bank, images=images, labels=labels,
+                       compare=compare, codes=_codes(args, model, X))
+    n_files, n_bytes = site_size(args.out)
+    _say(args, f"wrote the atom explorer to {index} ({n_files} files, "
+         f"{n_bytes / 2**20:.1f} MB; atom pages load on demand)")
     return 0
 
 
@@ -247,6 +246,13 @@ def _demo(args):
 def _say(args, message):
     if not args.quiet:
         print(message, file=sys.stderr)
+
+
+def _add_codes_option(parser, required_rows):
+    parser.add_argument(
+        "--codes", metavar="CODES.npz",
+        help="codes written by 'skdict encode' for these embeddings and this model, "
+        f"used instead of encoding again ({required_rows})")
 
 
 def _add_bank_options(parser):
@@ -389,6 +395,8 @@ def _add_describe(commands, parents):
     describe.add_argument("--embeddings", metavar="EMBEDDINGS",
                           help="data deciding which atoms are alive (default: all atoms)")
     describe.add_argument("--top-k", type=int, default=1, help="names per atom")
+    _add_codes_option(describe, "they decide which atoms are alive; with --embeddings they "
+                      "must have one row per embedding")
     _add_bank_options(describe)
     describe.set_defaults(run=_describe)
 
@@ -402,6 +410,7 @@ def _add_score(commands, parents):
         "atoms' names next to their null levels (random banks of the same size).")
     score.add_argument("model", metavar="MODEL.skdict")
     score.add_argument("embeddings", metavar="EMBEDDINGS")
+    _add_codes_option(score, "one row per embedding")
     _add_bank_options(score)
     score.set_defaults(run=_score)
 
@@ -421,6 +430,7 @@ def _add_explore(commands, parents):
                          help="a second model fitted on the same embeddings, matched atom "
                          "to atom on a comparison page")
     explore.add_argument("--labels", metavar="LABELS.txt", help="one label per embedding row")
+    _add_codes_option(explore, "one row per embedding")
     _add_bank_options(explore)
     explore.set_defaults(run=_explore)
 

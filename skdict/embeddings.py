@@ -22,7 +22,7 @@ from ._vit.checkpoint import check_weights_file, no_weights_error, reading_weigh
 from ._vit.hooks import capture
 from ._vit.hub import hub_download
 from ._vit.images import images_to_tensor, timm_images_to_tensor
-from ._vit.timm_models import create_timm_model
+from ._vit.timm_models import check_timm_weights, create_timm_model
 
 
 class _BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -47,21 +47,6 @@ class _BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         tags.input_tags.two_d_array = False
         tags.requires_fit = True
         return tags
-
-
-def _check_timm_weights(model, pretrained, torch):
-    """Refuse weights that a TimmEmbedder would ignore or that were never chosen."""
-    if isinstance(model, torch.nn.Module):
-        if pretrained is not None:
-            raise ValueError(
-                f"pretrained={pretrained!r} but model is a module, which keeps its own "
-                "weights; pretrained applies to a timm model name: leave it None."
-            )
-    elif pretrained is False:
-        raise ValueError(
-            f"model={model!r} with pretrained=False: pass pretrained='random' to embed with "
-            "random weights on purpose, or True (hub) or a checkpoint path for trained ones."
-        )
 
 
 class TimmEmbedder(_BaseEmbedder):
@@ -157,7 +142,7 @@ class TimmEmbedder(_BaseEmbedder):
         """
         torch = import_optional("torch", "vision", self._feature)
         self.device_ = resolve_device(self.device, torch)
-        _check_timm_weights(self.model, self.pretrained, torch)
+        check_timm_weights(self.model, self.pretrained, torch)
         model = create_timm_model(self.model, self.pretrained, self._feature)
         blocks = getattr(model, "blocks", None)
         if blocks is None:

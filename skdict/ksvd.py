@@ -345,6 +345,16 @@ class DoubleBatchKSVD(_BaseDictionary):
             D = self.components_.astype(X.dtype, copy=False)
             return self._encoder(D, backend=self._backend()).encode(X, sparse_output)
 
+    def _sparse_coder(self, dtype):
+        encoder = self._encoder(self.components_.astype(dtype, copy=False),
+                                backend=self._backend())
+
+        def code(X):
+            with thread_limits(self.n_jobs, work=X.size * self.n_components):
+                return encoder.encode(X, sparse_output=True)
+
+        return code
+
     def _train(self, X, n_iter, reseed_last, backend):
         """Run up to `n_iter` iterations: code a batch, update the atoms, score,
         re-seed, then ask the stop rules."""

@@ -28,8 +28,15 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 from _checks import BACKENDS
+
+# Tests assert behaviour, never time: on a loaded machine (a shared CI runner, a
+# laptop building something else) drawing examples or running one can take
+# seconds, which must not fail a test.
+settings.register_profile("skdict", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("skdict")
 
 
 @pytest.fixture

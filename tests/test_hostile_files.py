@@ -378,6 +378,16 @@ def test_encode_refuses_data_fit_refuses(files, tmp_path, X):
     _one_line_error(code, lines, "too small for float64 arithmetic")
 
 
+@pytest.mark.parametrize("command", ["encode", "score"])
+def test_sae_commands_refuse_data_its_float32_arithmetic_loses(files, tmp_path, X, command):
+    """Item 6 for a SparseAutoencoder: it divides X by its scale and works in float32,
+    so float64 data of magnitude 1e-60 (fine in float64) would vanish there."""
+    np.save(tmp_path / "tiny.npy", X * 1e-60)
+    extra = ["-o", tmp_path / "c.npz"] if command == "encode" else []
+    code, lines = _cli(command, files / "sae.skdict", tmp_path / "tiny.npy", *extra)
+    _one_line_error(code, lines, "too small for float32 arithmetic")
+
+
 @pytest.mark.parametrize("model, edit, arrays, message", [
     ("sae", {"scale_": 1e300}, None, "scale_=1e+300 is not a normal float32 number"),
     ("sae", {"scale_": 1e-300}, None, "scale_=1e-300 is not a normal float32 number"),

@@ -92,15 +92,15 @@ def _fit_and_score(estimator, X, bank, center):
         start = time.perf_counter()
         estimator.fit(X)
         seconds = time.perf_counter() - start
-        X_hat = estimator.inverse_transform(estimator.transform(X))
+        scores = metrics.dictionary_scores(estimator, X, bank, center=center)
     return {
-        "signal recovered": metrics.signal_recovered(X, X_hat),
-        "explained variance": metrics.explained_variance(X, X_hat),
-        "faithfulness": metrics.faithfulness(estimator, X, bank, center=center),
-        "specificity": metrics.specificity(estimator, X, bank, center=center),
-        "unique names": metrics.unique_name_ratio(estimator, X, bank, center=center),
+        "signal recovered": scores["signal_recovered"],
+        "explained variance": scores["explained_variance"],
+        "faithfulness": scores["faithfulness"],
+        "specificity": scores["specificity"],
+        "unique names": scores["unique_name_ratio"],
         # specificity and unique names divide by the alive atoms: show how many
-        "alive atoms": (1 - metrics.dead_fraction(estimator, X)) * len(estimator.components_),
+        "alive atoms": (1 - scores["dead_fraction"]) * len(estimator.components_),
         "fit time (s)": seconds,
     }
 

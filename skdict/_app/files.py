@@ -406,6 +406,32 @@ def save_codes(codes, path):
     return path
 
 
+def load_codes(path, n_samples, n_atoms):
+    """Codes written by ``skdict encode``, checked against the embeddings and the model.
+
+    `n_samples` (None when no embeddings are given) and `n_atoms` are what the
+    codes must fit: one row per embedding, one column per atom.
+    """
+    path = _existing(path, "codes file")
+    try:
+        codes = sp.load_npz(path).tocsr()
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise CLIError(
+            f"cannot read --codes {str(path)!r} as codes written by 'skdict encode': {exc}"
+        ) from exc
+    expected_rows = codes.shape[0] if n_samples is None else n_samples
+    if codes.shape != (expected_rows, n_atoms):
+        rows = "" if n_samples is None else f"{n_samples} rows (the embeddings) and "
+        raise CLIError(
+            f"--codes {str(path)!r} has shape {codes.shape} but must have {rows}{n_atoms} "
+            "columns (the model's atoms); encode these embeddings with this model: "
+            "skdict encode MODEL EMBEDDINGS -o CODES.npz."
+        )
+    if not np.issubdtype(codes.dtype, np.floating) or not np.all(np.isfinite(codes.data)):
+        raise CLIError(f"--codes {str(path)!r} holds non-finite or non-float values.")
+    return codes
+
+
 def read_lines(path, what, *, allow_blank):
     """The lines of a UTF-8 text file, split on ``\n`` only.
 

@@ -36,6 +36,26 @@ def _refuse_saved_model(path):
     )
 
 
+def check_timm_weights(model, pretrained, torch):
+    """Refuse weights that would be ignored (a module keeps its own) or never chosen.
+
+    ``pretrained=False`` is refused for a model name: it used to be the default,
+    so it cannot tell a deliberate choice of random weights from an old call;
+    ``"random"`` is the deliberate one.
+    """
+    if isinstance(model, torch.nn.Module):
+        if pretrained is not None:
+            raise ValueError(
+                f"pretrained={pretrained!r} but model is a module, which keeps its own "
+                "weights; pretrained applies to a timm model name: leave it None."
+            )
+    elif pretrained is False:
+        raise ValueError(
+            f"model={model!r} with pretrained=False: pass pretrained='random' to use "
+            "random weights on purpose, or True (hub) or a checkpoint path for trained ones."
+        )
+
+
 def create_timm_model(model, pretrained, feature, **kwargs):
     """Return a timm model in eval mode, on the CPU.
 
