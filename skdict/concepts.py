@@ -14,6 +14,7 @@ import numpy as np
 from sklearn.utils import Bunch, check_random_state
 
 from ._dictionary import atom_usage, check_codes, components_from, encoded, is_estimator_like
+from ._null_dictionary import gaussian_like
 from ._rows import _centred_unit_rows, _unit_rows
 from ._validation import check_samples
 
@@ -350,13 +351,7 @@ def random_bank(bank, random_state, distribution="gaussian"):
     E = bank.embeddings.astype(np.float64)
     if distribution == "sphere":
         return ConceptBank(bank.names, rng.standard_normal(E.shape), center=bank.center)
-    mean = E.mean(axis=0)
-    # N(mean, C) with C = Ec.T Ec / (n - 1), sampled through the thin SVD of the
-    # centred bank: cheap for any number of concepts, exact when C is singular.
-    _, s, Vt = np.linalg.svd(E - mean, full_matrices=False)
-    z = rng.standard_normal((E.shape[0], s.size))
-    sample = mean + (z * (s / np.sqrt(max(E.shape[0] - 1, 1)))) @ Vt
-    return ConceptBank(bank.names, sample, center=bank.center)
+    return ConceptBank(bank.names, gaussian_like(E, rng), center=bank.center)
 
 
 def _n_rows(codes):
