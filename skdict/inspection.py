@@ -424,3 +424,9 @@ def perturbation_test(projector, images, y, *, fractions=None, random_state=None
             np.trapezoid(result[name], fractions) / (fractions[-1] - fractions[0])
         )
     return result
+
+
+# Downstream recovered (SAEBench's loss recovered, for a ViT) lives in its own module.
+from ._vit.downstream import downstream_recovered  # noqa: E402
+
+__all__ += ["downstream_recovered"]

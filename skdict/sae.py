@@ -81,7 +81,9 @@ class SparseAutoencoder(_BaseDictionary):
     (``1 - |cos| < 0.05``) at explained variance 0.89 when the codes are
     non-negative, but only 34% at 0.68 when they are signed: half of its
     latents are spent on the negative halves. :class:`~skdict.DoubleBatchKSVD`
-    and ``activation="abstopk"`` have signed codes.
+    and ``activation="abstopk"`` have signed codes: on the signed signals an
+    AbsTopK SAE of the same size recovers 84% of the atoms at explained
+    variance 0.84.
 
     Parameters
     ----------
