@@ -66,10 +66,10 @@ def reseed_stability(estimator_a, estimator_b, X=None, *, threshold=0.9, baselin
     -----
     The share matched at a ``|cos|`` threshold after an optimal one-to-one
     matching follows Paulo & Belrose (2025, "Sparse Autoencoders Trained on
-    the Same Data Learn Different Features", §2, Hungarian matching of the
+    the Same Data Learn Different Features", Hungarian matching of the
     latents of two seeds); the mean matched ``|cos|`` is the pairwise MCC of
     Song et al. (2025, "Position: Mechanistic Interpretability Should
-    Prioritize Feature Consistency in SAEs", §3), as SAELens computes it
+    Prioritize Feature Consistency in SAEs"), as SAELens computes it
     (``sae_lens.synthetic.evals.mean_correlation_coefficient``). The cost is
     the ``(n_atoms_a, n_atoms_b)`` cosine matrix and an assignment on it
     (seconds for 4,096 atoms).
@@ -144,7 +144,7 @@ def ground_truth_recovery(estimator, true_components, X=None, true_codes=None, *
     -----
     Definitions followed: SAELens' evaluation of SAEs on synthetic data
     (``sae_lens.synthetic.evals``: ``mean_correlation_coefficient``, the MCC
-    of Song et al., 2025, §3, and ``ClassificationMetricsCalculator``, the
+    of Song et al., 2025, and ``ClassificationMetricsCalculator``, the
     F1 of each latent as a detector of its best-matching true feature). A
     code counts as firing when non-zero, so signed codes (DoubleBatchKSVD,
     AbsTopK) fire in both directions, as SAELens counts them. Unlike

@@ -1,10 +1,10 @@
 """k-sparse probing: can k latents of the dictionary tell a class apart?
 
-The definition of SAEBench (Karvonen et al., 2025, §3 "Sparse probing";
-``sae_bench/evals/sparse_probing/probe_training.py``,
-``get_top_k_mean_diff_mask``) and of sae-probes (Kantamneni et al., 2025,
-"Are Sparse Autoencoders Useful? A Case Study in Sparse Probing", §3;
-``sae_probes/train_sae_probes.py``): on the training rows, rank the latents by
+The definition of SAEBench (Karvonen et al., 2025, "Sparse probing";
+``get_top_k_mean_diff_mask`` in
+``sae_bench/evals/sparse_probing/probe_training.py``) and of sae-probes
+(Kantamneni et al., 2025, "Are Sparse Autoencoders Useful? A Case Study in
+Sparse Probing"; ``run_normal_baseline`` in ``sae_probes/train_sae_probes.py``): on the training rows, rank the latents by
 the absolute difference of their mean code between the positive and the
 negative rows, keep the top k, fit a logistic regression on those k codes
 alone and score it on held-out rows. The same probe on the dense rows is the
@@ -86,10 +86,11 @@ def sparse_probing(
 
     Notes
     -----
-    Definition followed: SAEBench, "Sparse probing" (Karvonen et al., 2025,
-    §3; ``get_top_k_mean_diff_mask`` and ``train_sklearn_probe`` in
+    Definition followed: SAEBench, "Sparse probing" (Karvonen et al., 2025;
+    ``get_top_k_mean_diff_mask`` and ``train_sklearn_probe`` in
     ``sae_bench/evals/sparse_probing/probe_training.py``) and sae-probes
-    (Kantamneni et al., 2025, §3; ``sae_probes/train_sae_probes.py``), both
+    (Kantamneni et al., 2025; ``run_normal_baseline`` in
+    ``sae_probes/train_sae_probes.py``), both
     ranking by absolute class-mean difference on the training rows and
     probing with an L2 logistic regression. Differences: the k codes are
     standardised on the training rows, so that the L2 penalty does not

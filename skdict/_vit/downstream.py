@@ -1,8 +1,8 @@
 """Downstream recovered: a dictionary's reconstruction spliced back into a ViT.
 
-SAEBench's "loss recovered" (Karvonen et al., 2025, §3 "Core metrics"; the
-``ce_loss_score`` of ``sae_bench/evals/core/main.py``) for a vision
-transformer: the hidden state of a block is replaced by its reconstruction
+SAEBench's "loss recovered" (Karvonen et al., 2025, core metrics; its
+``ce_loss_score``, computed by SAELens' ``sae_lens.evals``
+``get_downstream_reconstruction_metrics``) for a vision transformer: the hidden state of a block is replaced by its reconstruction
 and the model runs on; the cross-entropy of its predictions is compared with
 those of the original forward pass and of one where the same state is
 replaced by its mean (mean ablation, where SAEBench ablates to zero: a ViT's
