@@ -57,6 +57,14 @@ def _coder(D):
     return SparseCoder(D, transform_algorithm="omp", transform_n_nonzero_coefs=N_NONZERO)
 
 
+def _assert_at_null(runs, tolerances):
+    """The mean score of the random dictionaries' `runs` is within tolerance of the null's."""
+    for key, tolerance in tolerances.items():
+        score = np.mean([run[key] for run in runs])
+        null = np.mean([run[f"{key}_null"] for run in runs])
+        assert abs(score - null) < tolerance, (key, score, null)
+
+
 def _random_atoms(rng, X=None):
     """Unit atoms drawn as the null draws them: like the rows of X, or uniformly."""
     R = rng.standard_normal((N_ATOMS, N_FEATURES)) if X is None else gaussian_sampler(X)(
@@ -82,10 +90,7 @@ def test_probing_a_random_dictionary_sits_at_its_null(truth):
     runs = [sparse_probing(_coder(_random_atoms(rng, X)), X, y, k=[1, 5], baseline=True)
             for _ in range(5)]
     # one random dictionary: k=1 std 0.065 around 0.62, k=5 std 0.041 around 0.75
-    for key, tolerance in (("k1", 0.17), ("k5", 0.11)):
-        score = np.mean([run[key] for run in runs])
-        null = np.mean([run[f"{key}_null"] for run in runs])
-        assert abs(score - null) < tolerance, (key, score, null)
+    _assert_at_null(runs, {"k1": 0.17, "k5": 0.11})
 
 
 def test_probing_averages_one_task_per_class_and_reads_precomputed_codes(truth):
@@ -174,9 +179,7 @@ def test_stability_of_two_random_dictionaries_sits_at_its_null():
     for key in ("matched", "assigned"):
         assert all(run[key] == run[f"{key}_null"] == 0.0 for run in runs)
     # one pair of uniform random dictionaries: MCC std 0.0025 around 0.318
-    score = np.mean([run["mcc"] for run in runs])
-    null = np.mean([run["mcc_null"] for run in runs])
-    assert abs(score - null) < 0.0065, (score, null)
+    _assert_at_null(runs, {"mcc": 0.0065})
 
 
 def test_stability_counts_one_to_one_and_best_matches_differently():
@@ -209,10 +212,7 @@ def test_ground_truth_of_a_random_dictionary_sits_at_its_null(truth):
     runs = [ground_truth_recovery(_coder(_random_atoms(rng, X)), D, X, A, baseline=True)
             for _ in range(5)]
     # one random dictionary: MCC std 0.0043 around 0.396, F1 std 0.0062 around 0.179
-    for key, tolerance in (("mcc", 0.011), ("f1", 0.016)):
-        score = np.mean([run[key] for run in runs])
-        null = np.mean([run[f"{key}_null"] for run in runs])
-        assert abs(score - null) < tolerance, (key, score, null)
+    _assert_at_null(runs, {"mcc": 0.011, "f1": 0.016})
 
 
 def test_ground_truth_f1_scores_each_learned_atom_as_a_detector(truth):
