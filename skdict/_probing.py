@@ -4,10 +4,11 @@ The definition of SAEBench (Karvonen et al., 2025, "Sparse probing";
 ``get_top_k_mean_diff_mask`` in
 ``sae_bench/evals/sparse_probing/probe_training.py``) and of sae-probes
 (Kantamneni et al., 2025, "Are Sparse Autoencoders Useful? A Case Study in
-Sparse Probing"; ``run_normal_baseline`` in ``sae_probes/train_sae_probes.py``): on the training rows, rank the latents by
+Sparse Probing"; ``run_normal_baseline`` in
+``sae_probes/train_sae_probes.py``): on the training rows, rank the latents by
 the absolute difference of their mean code between the positive and the
-negative rows, keep the top k, fit a logistic regression on those k codes
-alone and score it on held-out rows. The same probe on the dense rows is the
+negative rows, keep the top k, fit a logistic regression on those k codes alone
+and score it on held-out rows. The same probe on the dense rows is the
 reference the latents are compared with.
 
 Only the k chosen columns of the codes are ever dense: the class means come

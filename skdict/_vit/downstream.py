@@ -2,12 +2,13 @@
 
 SAEBench's "loss recovered" (Karvonen et al., 2025, core metrics; its
 ``ce_loss_score``, computed by SAELens' ``sae_lens.evals``
-``get_downstream_reconstruction_metrics``) for a vision transformer: the hidden state of a block is replaced by its reconstruction
-and the model runs on; the cross-entropy of its predictions is compared with
-those of the original forward pass and of one where the same state is
-replaced by its mean (mean ablation, where SAEBench ablates to zero: a ViT's
-residual stream is far from zero). The state is replaced by a forward hook on
-the block, so the rest is the model's own forward pass.
+``get_downstream_reconstruction_metrics``) for a vision transformer: the hidden
+state of a block is replaced by its reconstruction and the model runs on; the
+cross-entropy of its predictions is compared with those of the original forward
+pass and of one where the same state is replaced by its mean (mean ablation,
+where SAEBench ablates to zero: a ViT's residual stream is far from zero). The
+state is replaced by a forward hook on the block, so the rest is the model's
+own forward pass.
 """
 
 import contextlib
