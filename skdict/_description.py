@@ -16,7 +16,13 @@ from sklearn.utils import check_random_state
 from ._auroc import auroc_of_positive_sets
 from ._parallel import effective_n_threads
 from ._rows import _row_norms, _unit_rows, rows_per_buffer
-from .concepts import check_bank, check_same_space, concept_vectors, random_bank, top_concepts
+from .concepts import (
+    RandomBanks,
+    check_bank,
+    check_same_space,
+    concept_vectors,
+    top_concepts,
+)
 
 # Draws of the null averaged for the chance level (``baseline``).
 _N_BASELINE_DRAWS = 5
@@ -221,8 +227,9 @@ def _null_assignments(described, names, null, rng):
             shuffled[alive] = concepts[alive][rng.permutation(alive.size)]
             yield T, shuffled
         return
+    banks = RandomBanks(bank, null)
     for _ in range(_N_BASELINE_DRAWS):
-        T = concept_vectors(random_bank(bank, rng, null), center)
+        T = concept_vectors(banks.draw(rng), center)
         yield T, assign(atoms, T, names)
 
 

@@ -44,11 +44,6 @@ def gaussian_sampler(rows):
     return draw
 
 
-def gaussian_like(rows, random_state):
-    """As many rows as `rows`, drawn like them (see :func:`gaussian_sampler`)."""
-    return gaussian_sampler(rows)(check_random_state(random_state), len(rows))
-
-
 def random_dictionaries(n_atoms, n_features, n_draws, random_state, X=None):
     """`n_draws` unit-norm dictionaries of `n_atoms` atoms: shaped like the rows of X
     (at most ``_MAX_STATISTIC_ROWS`` of them, evenly spaced), or uniform on the

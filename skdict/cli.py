@@ -1,17 +1,21 @@
-"""The ``skdict`` command (also ``python -m skdict``).
+"""The skdict command (also python -m skdict).
 
-Subcommands: ``demo`` (the built-in end-to-end run and its HTML report),
-``embed`` (images or texts to embeddings with a timm or open_clip model), and
-``fit`` / ``encode`` / ``describe`` / ``score`` / ``explore`` on the user's own
-embeddings. A mistake in the input (missing file, wrong array shape, unreadable
-model, bad parameter, unwritable output) prints one line and exits with code 2;
-output paths are checked before any fitting or encoding starts. Models are
-written and read as .skdict files (skdict.save), which load without running
-code; a pickle or joblib model is read only with --trust-pickle.
+Subcommands: demo (the built-in end-to-end run and its HTML report), embed
+(images or texts to embeddings with a timm or open_clip model), and fit,
+encode, describe, score and explore on the user's own embeddings. A mistake in
+the input (missing file, wrong array shape, unreadable model, bad parameter,
+unwritable output) prints one line and exits with code 2; output paths are
+checked before any fitting or encoding starts. Ctrl-C and SIGTERM end the
+command with one line and exit codes 130 and 143, leaving no temporary files
+and every output as it was. Models are written and read as .skdict files
+(skdict.save), which load without running code; a pickle or joblib model is
+read only with --trust-pickle.
 """
 
 import argparse
+import signal
 import sys
+import threading
 
 import numpy as np
 
@@ -23,6 +27,7 @@ from ._app.files import (
     check_output_dir,
     check_output_file,
     codes_path,
+    first_line,
     load_bank,
     load_embeddings,
     load_codes,
@@ -66,6 +71,12 @@ def _model(args, path):
     return load_model(path, trust_pickle=args.trust_pickle)
 
 
+def _embeddings(path, model):
+    """Embeddings for `model`: its width, and magnitudes its arithmetic can code."""
+    return load_embeddings(path, _n_features(model),
+                           working_dtype=getattr(model, "_working_dtype", None))
+
+
 def _n_features(model):
     return components_of(model).shape[1]
 
@@ -84,7 +95,7 @@ def _codes(args, model, X):
 def _encode(args):
     output = check_output_file(codes_path(args.output), inputs=[args.model, args.embeddings])
     model = _model(args, args.model)
-    X = load_embeddings(args.embeddings, _n_features(model))
+    X = _embeddings(args.embeddings, model)
     codes = _codes(args, model, X)
     path = save_codes(codes, output)
     _say(args, f"encoded {codes.shape[0]} rows over {codes.shape[1]} atoms "
@@ -149,7 +160,7 @@ def _describe(args):
     bank = _load_bank(args, n_features)
     if bank is None:
         raise CLIError("describe needs --concepts (BANK.npz, or a text file with --embedder).")
-    X = load_embeddings(args.embeddings, n_features) if args.embeddings else None
+    X = _embeddings(args.embeddings, model) if args.embeddings else None
     desc = describe_atoms(model, bank, top_k=args.top_k, codes=_codes(args, model, X))
     for atom in np.flatnonzero(desc.alive):
         names = ", ".join(
@@ -166,7 +177,7 @@ def _score(args):
 
     model = _model(args, args.model)
     n_features = _n_features(model)
-    X = load_embeddings(args.embeddings, n_features)
+    X = _embeddings(args.embeddings, model)
     bank = _load_bank(args, n_features)
     codes = _codes(args, model, X)
     scores = dictionary_scores(model, X, bank, codes=codes, baseline=bank is not None)
@@ -200,7 +211,7 @@ def _explore(args):
         raise CLIError("explore needs a learned dictionary (components_); a SparseCoder "
                        "has none: fit one with 'skdict fit'.")
     n_features = _n_features(model)
-    X = load_embeddings(args.embeddings, n_features)
+    X = _embeddings(args.embeddings, model)
     bank = _load_bank(args, n_features)
     images = load_images(args.images, X.shape[0]) if args.images else None
     labels = None
@@ -424,13 +435,36 @@ def _add_explore(commands, parents):
     explore.set_defaults(run=_explore)
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised where the command is, so that its cleanup (temporary files) runs.
+
+    A BaseException, as KeyboardInterrupt is: no ``except Exception`` swallows it.
+    """
+
+
+def _terminate(signum, frame):
+    raise _Terminated
+
+
 def main(argv=None):
     """Run the ``skdict`` command line; return the exit code."""
     args = _build_parser().parse_args(argv)
+    # Python's default SIGTERM action kills the process on the spot, leaving
+    # temporary files behind; signal.signal works in the main thread only.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
     try:
         return args.run(args)
     # OSError: a full disk or a permission refused while writing.
     except (CLIError, ValueError, ImportError, OSError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"skdict {args.command}: error: {message}", file=sys.stderr)
+        print(f"skdict {args.command}: error: {first_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"skdict {args.command}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except _Terminated:
+        print(f"skdict {args.command}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)

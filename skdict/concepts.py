@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.utils import Bunch, check_random_state
 
 from ._dictionary import atom_usage, check_codes, components_from, encoded, is_estimator_like
-from ._null_dictionary import gaussian_like
+from ._null_dictionary import gaussian_sampler
 from ._rows import _centred_unit_rows, _unit_rows
 from ._validation import check_samples
 
@@ -230,9 +230,19 @@ class ConceptBank:
                     f"{path} is not a ConceptBank file: it lacks {sorted(missing)}; "
                     "write banks with ConceptBank.save."
                 )
-            return cls(
-                data["names"].tolist(), data["embeddings"], center=bool(data["center"])
-            )
+            names, center = data["names"], data["center"]
+            # save writes a 1-D array of str and one bool; anything else is another file.
+            if names.ndim != 1 or names.dtype.kind != "U":
+                raise ValueError(
+                    f"names is a {names.ndim}-D array of {names.dtype}; a bank's names are "
+                    "a 1-D array of strings (write banks with ConceptBank.save)."
+                )
+            if center.shape != () or center.dtype != bool:
+                raise ValueError(f"center must be one bool, not {center!r}.")
+            try:
+                return cls(names.tolist(), data["embeddings"], center=bool(center))
+            except TypeError as exc:  # an empty name: bad content, not a caller's mistake
+                raise ValueError(str(exc)) from exc
 
 
 def describe_atoms(estimator_or_components, bank, *, X=None, top_k=1, codes=None):
@@ -347,11 +357,26 @@ def random_bank(bank, random_state, distribution="gaussian"):
     and covariance (of its unit embeddings), so the random concepts share the
     bank's anisotropy; ``"sphere"`` draws uniformly on the unit sphere.
     """
-    rng = check_random_state(random_state)
-    E = bank.embeddings.astype(np.float64)
-    if distribution == "sphere":
-        return ConceptBank(bank.names, rng.standard_normal(E.shape), center=bank.center)
-    return ConceptBank(bank.names, gaussian_like(E, rng), center=bank.center)
+    return RandomBanks(bank, distribution).draw(check_random_state(random_state))
+
+
+class RandomBanks:
+    """Draws of :func:`random_bank`; the Gaussian's thin SVD is computed once for all draws."""
+
+    def __init__(self, bank, distribution="gaussian"):
+        self.bank, self.distribution = bank, distribution
+        self.shape = bank.embeddings.shape
+        if distribution != "sphere":
+            self._gaussian = gaussian_sampler(bank.embeddings)
+
+    def draw(self, rng):
+        """One random bank, drawn with the generator `rng`."""
+        bank = self.bank
+        if self.distribution == "sphere":
+            vectors = rng.standard_normal(self.shape)
+        else:
+            vectors = self._gaussian(rng, self.shape[0])
+        return ConceptBank(bank.names, vectors, center=bank.center)
 
 
 def _n_rows(codes):
@@ -368,7 +393,9 @@ def top_concepts(atoms, T, top_k):
     for start in range(0, n_atoms, _ATOM_CHUNK):
         rows = slice(start, start + _ATOM_CHUNK)
         cos = atoms[rows] @ T.T
-        if top_k < T.shape[0]:
+        if top_k == 1:
+            part = np.argmax(cos, axis=1)[:, None]
+        elif top_k < T.shape[0]:
             part = np.argpartition(-cos, top_k - 1, axis=1)[:, :top_k]
         else:
             part = np.broadcast_to(np.arange(T.shape[0]), cos.shape)

@@ -11,11 +11,9 @@ on an atom's own page lives in pages of :data:`PAGE_SIZE` atoms loaded on
 demand, so that a dictionary of 16,384 atoms opens at once.
 """
 
-import contextlib
 import json
 import math
 import shutil
-import tempfile
 from importlib import resources
 from numbers import Integral
 from pathlib import Path
@@ -25,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._app import explore_data as data
 from ._optional import import_optional
+from ._staging import check_free, owned_entries, staged_folder
 from ._validation import check_dictionary, check_samples
 from ._description import Described, faithfulness_per_atom, specificity_per_atom
 from ._dictionary import encoded
@@ -38,6 +37,14 @@ _N_COMPARE_SAMPLES = 3
 _THUMB_SIZE = 96
 _THUMBS_PER_FOLDER = 1000
 _CHANNELS = (1, 3, 4)
+# Lists the entries build_site wrote into out_dir, so that a rebuild replaces
+# those and never a file or folder of the user's with the same name.
+_MANIFEST = ".skdict-site.json"
+
+
+def _site_entries(images):
+    """The entries of out_dir a site writes (thumbnails only with images)."""
+    return ("index.html", "assets", "data") + (() if images is None else ("thumbs",))
 
 
 def build_site(
@@ -71,10 +78,13 @@ def build_site(
     X : array-like of shape (n_samples, n_features)
         Embeddings to encode; the statistics and top samples come from them.
     out_dir : str or path-like
-        Folder to write to; created if needed. The site is built in a
-        temporary folder next to it and moved into place only when complete,
-        replacing the files and folders of an earlier build (other files in
-        `out_dir` are left alone); a failed build leaves `out_dir` unchanged.
+        Folder to write to; created if needed. The site (``index.html``,
+        ``assets/``, ``data/``, ``thumbs/`` with images, and the list of these,
+        ``.skdict-site.json``) is built in a hidden folder inside it and moved
+        into place only when complete, replacing an earlier build's entries.
+        Other files in `out_dir` are left alone, and if one of them has the
+        name of an entry, a ``FileExistsError`` is raised before any work; a
+        failed or interrupted build leaves `out_dir` as it was.
     bank : ConceptBank, default=None
         Concepts that name the atoms (:func:`~skdict.describe_atoms`) and give
         the faithfulness and specificity scores. Without it atoms are unnamed.
@@ -131,8 +141,9 @@ def build_site(
     final = Path(out_dir)
     if final.exists() and not final.is_dir():
         raise ValueError(f"out_dir={str(final)!r} is a file; pass a folder for the site.")
+    check_free(final, _site_entries(images), _MANIFEST)
     run = encoded(estimator, X, codes)
-    with _staging(final) as out:
+    with staged_folder(final, _MANIFEST) as out:
         thumbs = _Thumbnails(out, images)
         atoms = _AtomSummary(run, bank)
         by_atom = run.by_atom
@@ -164,14 +175,11 @@ def build_site(
     return final / "index.html"
 
 
-# What a build writes into its folder; everything else there is the user's.
-_SITE_ENTRIES = ("index.html", "assets", "data", "thumbs")
-
-
 def site_size(out_dir):
     """``(n_files, n_bytes)`` of the site :func:`build_site` wrote into `out_dir`.
 
-    Counts the site's own entries only, not other files the folder holds.
+    Counts the entries the build wrote (its manifest lists them), not other
+    files the folder holds.
 
     Parameters
     ----------
@@ -184,34 +192,12 @@ def site_size(out_dir):
     n_bytes : int
     """
     n_files = n_bytes = 0
-    for name in _SITE_ENTRIES:
+    for name in sorted(owned_entries(Path(out_dir), _MANIFEST)):
         entry = Path(out_dir) / name
         files = [entry] if entry.is_file() else [p for p in entry.rglob("*") if p.is_file()]
         n_files += len(files)
         n_bytes += sum(p.stat().st_size for p in files)
     return n_files, n_bytes
-
-
-@contextlib.contextmanager
-def _staging(final):
-    """Yield a temporary folder next to `final`; move its entries into `final` on success.
-
-    A site is many files: building them elsewhere and renaming each top-level
-    entry into place means an error half-way (a corrupt image, a full disk)
-    never leaves a half-built site behind an older ``index.html``.
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        yield stage
-        final.mkdir(exist_ok=True)
-        for entry in sorted(stage.iterdir()):
-            target = final / entry.name
-            if target.is_dir() and not target.is_symlink():
-                target.rename(stage / f".previous-{entry.name}")  # removed with the stage
-            entry.rename(target)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _check_estimator_and_data(estimator, X, name="estimator"):

@@ -17,7 +17,7 @@ from ._ksvd.reseed import reseed
 from ._ksvd.schedule import converged, minibatches, take_rows, tol_window
 from ._ksvd.start import check_working_memory, group_bounds, initial_components
 from ._ksvd.state import FitState
-from ._parallel import thread_limits
+from ._parallel import N_JOBS_CONSTRAINT, thread_limits
 from ._rows import _row_norms, relative_errors
 from ._validation import check_n_nonzero_coefs, validate_samples
 
@@ -202,7 +202,7 @@ class DoubleBatchKSVD(_BaseDictionary):
         "sparse_output": ["boolean"],
         "backend": [StrOptions({"auto", "numba", "torch"})],
         "device": [StrOptions({"cpu", "cuda", "auto"})],
-        "n_jobs": [Integral, None],
+        "n_jobs": N_JOBS_CONSTRAINT,
         "max_time": [Interval(Real, 0, None, closed="neither"), None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],

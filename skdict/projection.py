@@ -226,14 +226,15 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
     def _tensor(self, images):
         return timm_images_to_tensor(images, self.model_, _FEATURE)
 
-    def _batches(self, x, sites, layers=None):
+    def _batches(self, x, sites, layers=None, intervene=None):
         """Yield (rows, {site: tensor (B, n_layers, n_tokens, width)}) for tensor x.
 
-        The layers are `layers`, by default the selected ones.
+        The layers are `layers`, by default the selected ones; `intervene`
+        changes the forward pass of each batch (see ``hooks.block_states``).
         """
         layers = self.layers_ if layers is None else layers
         return block_states(self.model_, x, layers, sites, self.layer_scale,
-                            self.batch_size, self.device_, _FEATURE)
+                            self.batch_size, self.device_, _FEATURE, intervene)
 
     def _to_classes(self, hidden):
         """head(fc_norm(norm(h))) on the last axis of `hidden`."""
@@ -279,7 +280,8 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             restricted by ``tokens`` in the model's order.
         """
         check_is_fitted(self)
-        logits = self._logits(images, (self.site,))[self.site][:, :, self._token_slice(self.tokens)]
+        logits = self._logits(images, (self.site,))[self.site]
+        logits = logits[:, :, self._token_slice(self.tokens)]
         if self.output == "logits":
             return logits
         if self.output == "probs":
@@ -346,9 +348,13 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             model has none); ``image_tokens``: (n_selected_layers,) mean r over
             the patch tokens of all images; ``top1_share``: (n_selected_layers,)
             share of patch tokens whose true class is strictly on top;
+            ``top1_image_share``: (n_selected_layers,) share of images with at
+            least one such patch token (the authors' ``print_identifiability``);
             ``layers``: the block indices. With ``baseline``: ``baseline``
-            (the same curves for the baseline) and ``pvalue`` (``cls`` and
-            ``image_tokens``, one p-value per layer).
+            (the same curves for the baseline) and ``pvalue``, one p-value per
+            layer for each group of tokens: ``cls``, ``image_tokens``, and
+            ``all_tokens``, the class token and the patch tokens pooled (the
+            authors' one test per block, in ``plot_identifiability_evolution``).
         """
         check_is_fitted(self)
         return analyses.identifiability(self, images, y, baseline=baseline)

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from ._base import _BaseDictionary
 from ._optional import import_optional, resolve_device
-from ._parallel import thread_limits
+from ._parallel import N_JOBS_CONSTRAINT, thread_limits
 from ._rows import rows_per_buffer
 from ._sae.activations import get_activation
 from ._sparse import stack_csr
@@ -255,7 +255,7 @@ class SparseAutoencoder(_BaseDictionary):
         "tol": [Interval(Real, 0, None, closed="left")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "device": [str],
-        "n_jobs": [Integral, None],
+        "n_jobs": N_JOBS_CONSTRAINT,
         "sparse_output": ["boolean"],
         "random_state": ["random_state"],
         "verbose": ["verbose"],

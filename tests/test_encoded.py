@@ -235,7 +235,7 @@ def test_the_dictionary_scorer_in_a_grid_search(data):
 def test_scores_never_hold_rows_times_atoms(rng):
     """60,000 rows x 2,048 atoms: a dense code matrix alone would be 983 MB. The
     scores hold a block of cosines of at most _SCORE_BYTES, a few copies of the
-    sparse codes and dense row chunks of a fixed size (265 MB measured)."""
+    sparse codes and dense row chunks of a fixed size (301 MB measured)."""
     n, n_atoms, n_features = 60_000, 2048, 16
     D = rng.standard_normal((n_atoms, n_features))
     coder = SparseCoder(D / np.linalg.norm(D, axis=1, keepdims=True),
@@ -252,4 +252,5 @@ def test_scores_never_hold_rows_times_atoms(rng):
         tracemalloc.stop()
     codes_bytes = codes.data.nbytes + codes.indices.nbytes + codes.indptr.nbytes
     fixed = _SCORE_BYTES + 4 * 32 * 2**20  # the cosine block, four dense row chunks
-    assert peak < fixed + 4 * codes_bytes < n * n_atoms * 8 / 2, f"{peak / 2**20:.0f} MB"
+    assert peak < fixed + 4 * codes_bytes, f"{peak / 2**20:.0f} MB"
+    assert peak < n * n_atoms * 8 / 2, f"{peak / 2**20:.0f} MB"

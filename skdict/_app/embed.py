@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .._persistence import atomic_write
+from .._staging import atomic_write
 from .files import (
     CLIError,
     check_image_files,

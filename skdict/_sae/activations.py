@@ -311,7 +311,8 @@ class TopK(_KPerRow):
         return _keep_topk(pre, self.k, dim=1)
 
     def saelens_config(self):
-        return {"k": int(self.k)}
+        # skdict's decoder rows are unit vectors: SAELens need not rescale by their norms.
+        return {"k": int(self.k), "rescale_acts_by_decoder_norm": False}
 
 
 @register("batchtopk")
