@@ -109,3 +109,6 @@ def test_saelens_export_encodes_as_saelens_abstopk(fitted, signed, tmp_path):
     # float32 weights with scale_ folded into b_enc: pre-activations of size
     # ~|x||W| agree to float32 rounding (< 1e-5 relative), away from ties
     np.testing.assert_allclose(expected, fitted.transform(signed), rtol=1e-4, atol=1e-5)
+    loaded = skdict.load(folder)
+    assert loaded.activation == "abstopk" and loaded.k == 2
+    np.testing.assert_allclose(loaded.transform(signed), expected, rtol=1e-4, atol=1e-5)
