@@ -14,6 +14,7 @@ import numpy as np
 from sklearn.utils import Bunch, check_random_state
 
 from ._dictionary import atom_usage, check_codes, components_from, encoded, is_estimator_like
+from ._null_dictionary import gaussian_sampler
 from ._rows import _centred_unit_rows, _unit_rows
 from ._validation import check_samples
 
@@ -364,15 +365,9 @@ class RandomBanks:
 
     def __init__(self, bank, distribution="gaussian"):
         self.bank, self.distribution = bank, distribution
-        E = bank.embeddings.astype(np.float64)
-        self.shape = E.shape
+        self.shape = bank.embeddings.shape
         if distribution != "sphere":
-            self.mean = E.mean(axis=0)
-            # N(mean, C) with C = Ec.T Ec / (n - 1), sampled through the thin SVD of
-            # the centred bank: cheap for any number of concepts, exact when C is
-            # singular.
-            _, s, self.Vt = np.linalg.svd(E - self.mean, full_matrices=False)
-            self.scale = s / np.sqrt(max(E.shape[0] - 1, 1))
+            self._gaussian = gaussian_sampler(bank.embeddings)
 
     def draw(self, rng):
         """One random bank, drawn with the generator `rng`."""
@@ -380,8 +375,7 @@ class RandomBanks:
         if self.distribution == "sphere":
             vectors = rng.standard_normal(self.shape)
         else:
-            z = rng.standard_normal((self.shape[0], self.scale.size))
-            vectors = self.mean + (z * self.scale) @ self.Vt
+            vectors = self._gaussian(rng, self.shape[0])
         return ConceptBank(bank.names, vectors, center=bank.center)
 
 

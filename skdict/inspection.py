@@ -599,3 +599,9 @@ def perturbed_identifiability(projector, images, y, *, attention=None, keep=None
         if not keep.any(axis=1).all():
             raise ValueError("keep must keep at least one patch of every image.")
     return perturbation.perturbed_identifiability(projector, x, y, attention, keep)
+
+
+# Downstream recovered (SAEBench's loss recovered, for a ViT) lives in its own module.
+from ._vit.downstream import downstream_recovered  # noqa: E402
+
+__all__ += ["downstream_recovered"]

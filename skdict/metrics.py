@@ -816,3 +816,58 @@ def refit_sparsest(param, *, score="score", tolerance="std"):
     if not (tolerance == "std" or (isinstance(tolerance, Real) and tolerance >= 0)):
         raise ValueError(f"tolerance must be a non-negative number or 'std', got {tolerance!r}.")
     return _SparsestWithin(param, score, tolerance)
+
+
+# Interpretability beyond names (k-sparse probing, reseed stability, ground-truth
+# recovery): each in its own module, re-exported here.
+from ._atom_matching import ground_truth_recovery, reseed_stability  # noqa: E402
+from ._probing import sparse_probing  # noqa: E402
+
+
+class _LabelledScorer(_DictionaryScorer):
+    """A scorer whose score function reads the labels ``y`` too."""
+
+    def __call__(self, estimator, X, y=None):
+        return self._score_func(estimator, X, y, **self._kwargs)
+
+
+def make_sparse_probing_scorer(k=(1, 5), **kwargs):
+    """Multi-metric scorer of :func:`sparse_probing` for ``GridSearchCV``.
+
+    Parameters
+    ----------
+    k : int or sequence of int, default=(1, 5)
+        Numbers of latents to probe with.
+    **kwargs
+        Other parameters of :func:`sparse_probing` (``test_size``, ``C``,
+        ``scoring``, ``baseline``, ``random_state``).
+
+    Returns
+    -------
+    scorer : callable
+        ``scorer(estimator, X, y) -> dict`` with ``"k{k}"`` per k and
+        ``"dense"``; each held-out fold is split again into the probes'
+        training and test rows. The search must be fit with labels:
+        ``search.fit(X, y)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.model_selection import cross_validate
+    >>> from skdict import DoubleBatchKSVD
+    >>> from skdict.metrics import make_sparse_probing_scorer
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.integers(0, 2, 300)
+    >>> X = rng.normal(size=(300, 8)) + 2 * y[:, None] * np.eye(8)[0]
+    >>> model = DoubleBatchKSVD(8, n_nonzero_coefs=2, max_iter=5, random_state=0)
+    >>> result = cross_validate(model, X, y, cv=2, scoring=make_sparse_probing_scorer(k=1))
+    >>> sorted(key for key in result if key.startswith("test_"))
+    ['test_dense', 'test_k1']
+    """
+    unknown = set(kwargs) - {"test_size", "C", "scoring", "baseline", "random_state"}
+    if unknown:
+        raise TypeError(
+            f"make_sparse_probing_scorer got unexpected parameters {sorted(unknown)}; "
+            "it takes those of sparse_probing but codes."
+        )
+    return _LabelledScorer("make_sparse_probing_scorer", sparse_probing, k=k, **kwargs)

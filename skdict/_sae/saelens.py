@@ -22,7 +22,7 @@ threshold is raised to zero), and configs written before SAELens 6.0
 (``activation_fn_str: "topk"`` with ``activation_fn_kwargs: {"k": ...}`` is a
 TopK SAE). What it cannot represent is refused with one line: the per-row
 ``normalize_activations`` options, tensors it does not know, architectures
-other than standard, topk, jumprelu and batchtopk. Weights stored as bfloat16,
+other than standard, topk, jumprelu, batchtopk and abstopk. Weights stored as bfloat16,
 float16 or float64 are read and computed in float32: the config's ``dtype``
 does not change how skdict computes.
 """
@@ -41,15 +41,16 @@ WEIGHTS = "sae_weights.safetensors"
 # The activation each SAELens architecture is read as (exports go through
 # Activation.saelens_architecture).
 _IMPORTED_AS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu",
-                "batchtopk": "batchtopk"}
+                "batchtopk": "batchtopk", "abstopk": "abstopk"}
 # The config layout the export writes: SAELens reads a config without
 # metadata.sae_lens_version (or an older one) as pre-6.0 and drops its metadata.
 LAYOUT_VERSION = "6.0.0"
 # A cfg.json is a few hundred bytes; a training run's config, a few KiB.
 _MAX_CONFIG_BYTES = 1 << 20
-# SAELens' own defaults where a config leaves rescale_acts_by_decoder_norm out
-# (TopKSAEConfig for inference; BatchTopK exists only as a training config).
-_RESCALE_DEFAULT = {"topk": False, "batchtopk": True}
+# The architectures that keep k latents per row, with SAELens' own defaults where
+# a config leaves rescale_acts_by_decoder_norm out (TopKSAEConfig and
+# AbsTopKSAEConfig for inference; BatchTopK exists only as a training config).
+_RESCALE_DEFAULT = {"topk": False, "batchtopk": True, "abstopk": False}
 # normalize_activations options that compute a statistic of each row at run time,
 # which no fixed weights reproduce; the others are constants SAELens can fold.
 _PER_ROW = ("constant_norm_rescale", "layer_norm")
@@ -168,12 +169,12 @@ def _check_config(config, where):
     if not isinstance(architecture, str) or architecture not in _IMPORTED_AS:
         raise ModelFileError(
             f"{where}: SAELens architecture {architecture!r} is not supported; "
-            "SparseAutoencoder reads 'standard', 'topk', 'jumprelu' and 'batchtopk'."
+            f"SparseAutoencoder reads {', '.join(map(repr, _IMPORTED_AS))}."
         )
     for key in ("d_in", "d_sae"):
         if not _is_int(config.get(key)) or config[key] < 1:
             raise ModelFileError(f"{where}: {CONFIG} needs a positive int {key!r}.")
-    if architecture in ("topk", "batchtopk"):
+    if architecture in _RESCALE_DEFAULT:
         k = config.get("k")
         if not _is_int(k) or not 1 <= k <= config["d_sae"]:
             raise ModelFileError(
