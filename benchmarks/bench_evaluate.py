@@ -61,6 +61,8 @@ def commands(folder, n_atoms, args):
         ("explore --codes", ["explore", model, X, "--out", site, "--codes", codes, *concepts]),
         ("score", ["score", model, X, *concepts]),
         ("score --codes", ["score", model, X, "--codes", codes, *concepts]),
+        ("score --codes --null shuffled", ["score", model, X, "--codes", codes, *concepts,
+                                           "--null", "shuffled"]),
     ], site
 
 

@@ -101,10 +101,12 @@ def faithfulness_per_atom(described, draws, *, score_bytes=_SCORE_BYTES):
         )
         out[draw_of[requests], atoms] = auroc_of_positive_sets(scores, positives, bounds)
 
+    # one buffer for every block: the next block's cosines overwrite the last's
+    buffer = np.empty((min(block, vectors.shape[0]), run.n_samples), dtype=cosines.dtype)
     with ThreadPoolExecutor(effective_n_threads(None)) as pool:
         for lo in range(0, vectors.shape[0], block):
             hi = min(lo + block, vectors.shape[0])
-            scores = cosines.scores(vectors[lo:hi])
+            scores = cosines.scores(vectors[lo:hi], out=buffer[:hi - lo])
             list(pool.map(score, range(lo, hi), scores))
     return out
 
@@ -157,20 +159,19 @@ class _RowCosines:
         # zero rows stay zero, as _unit_rows leaves them
         self.inverse_norms = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
 
-    def scores(self, T):
-        """``T @ unit_rows(X).T`` of shape (n_concepts, n_samples), in `dtype`."""
+    def scores(self, T, out):
+        """``T @ unit_rows(X).T`` into `out` (n_concepts, n_samples), in `dtype`."""
         T = np.asarray(T, dtype=self.dtype)
         mean = self.mean.astype(self.dtype)
         scale = self.inverse_norms.astype(self.dtype)
-        out = np.empty((T.shape[0], self.X.shape[0]), dtype=self.dtype)
-        # a chunk's rows and its (concepts x rows) product stay small
-        chunk = rows_per_buffer(self.X.shape[1] + T.shape[0], self.dtype.itemsize)
+        # a chunk of rows stays small; the product goes straight into `out`
+        chunk = rows_per_buffer(self.X.shape[1], self.dtype.itemsize)
         for start in range(0, self.X.shape[0], chunk):
             stop = min(start + chunk, self.X.shape[0])
             rows = np.asarray(self.X[start:stop], dtype=self.dtype) - mean
-            product = T @ rows.T
-            product *= scale[start:stop]
-            out[:, start:stop] = product
+            block = out[:, start:stop]
+            np.matmul(T, rows.T, out=block)
+            block *= scale[start:stop]
         return out
 
 

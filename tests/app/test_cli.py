@@ -192,6 +192,21 @@ def test_score_prints_the_scores_and_their_null_levels(files, capsys):
         assert re.search(rf"^{name}\s+{value:.3f}\s+{null:.3f}$", out, re.M), (name, out)
 
 
+@pytest.mark.parametrize("null", ["shuffled", "none"])
+def test_score_prints_the_null_asked_for(files, capsys, null):
+    tmp, X, _ = files
+    model = skdict.load(tmp / "model.skdict")
+    bank = ConceptBank.load(tmp / "bank.npz")
+    assert main(["score", str(tmp / "model.skdict"), str(tmp / "X.npy"), "--concepts",
+                 str(tmp / "bank.npz"), "--null", null, "-q"]) == 0
+    out = capsys.readouterr().out
+    for name in ("faithfulness", "specificity"):
+        score = getattr(metrics, name)
+        value = score(model, X, bank)
+        level = "–" if null == "none" else f"{score(model, X, bank, baseline=null):.3f}"
+        assert re.search(rf"^{name}\s+{value:.3f}\s+{level}$", out, re.M), (name, out)
+
+
 def test_score_without_bank_leaves_description_scores_blank(files, capsys):
     tmp, _, _ = files
     assert main(["score", str(tmp / "model.skdict"), str(tmp / "X.npy")]) == 0
