@@ -170,19 +170,6 @@ def _fit_mbdl(X, n_atoms, alpha, budget, random_state=0):
     return model, time.perf_counter() - start
 
 
-def _search(fit, settings, X_fit, X_val, X_train, **refit):
-    """Best setting by validation signal recovered, refitted on X_train (with `refit`)."""
-    start = time.perf_counter()
-    scores = []
-    for setting in settings:
-        model, seconds = fit(X_fit, **setting)
-        scores.append(_recovered(model, X_val))
-        _log(f"    {setting}: validation {scores[-1]:.3f} ({seconds:.0f} s)")
-    best = settings[int(np.argmax(scores))]
-    model, seconds = fit(X_train, **{**best, **refit})
-    return model, seconds, best, time.perf_counter() - start
-
-
 # --- scoring --------------------------------------------------------------
 
 def _tasks(sources):
