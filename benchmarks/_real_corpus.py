@@ -72,9 +72,9 @@ def _good(sentence, needs_stop=True):
     return sum(bool(_WORD.match(w)) for w in words) >= 0.8 * len(words)
 
 
-def man_sentences(per_page=PER_PAGE):
+def man_sentences(per_page=PER_PAGE, *, sections=False):
     """Sentences of the English man pages, in sorted file order; at most
-    `per_page` per page (None: all)."""
+    `per_page` per page (None: all). With `sections`, (sentence, "man<N>") pairs."""
     for directory in MAN_DIRS:
         if not os.path.isdir(directory):
             continue
@@ -90,7 +90,8 @@ def man_sentences(per_page=PER_PAGE):
                 sentence for paragraph in _roff_paragraphs(text)
                 for sentence in _SPLIT.split(paragraph) if _good(sentence)
             )
-            yield from itertools.islice(page, per_page)
+            page = itertools.islice(page, per_page)
+            yield from ((s, os.path.basename(directory)) for s in page) if sections else page
 
 
 def _timm_info(name):
@@ -108,12 +109,21 @@ def gloss_sentences():
             yield gloss
 
 
-def build_corpus(per_page=PER_PAGE):
-    """Deduplicated, shuffled sentences (seed 0); `per_page` as in man_sentences."""
-    seen = dict.fromkeys([*man_sentences(per_page), *gloss_sentences()])
-    sentences = np.array(list(seen), dtype=object)
-    np.random.default_rng(0).shuffle(sentences)
-    return [str(s) for s in sentences]
+def build_corpus(per_page=PER_PAGE, *, sources=False):
+    """Deduplicated, shuffled sentences (seed 0); `per_page` as in man_sentences.
+
+    With `sources`, also each sentence's source: its man page section ("man1" ...
+    "man8") or "gloss" (the first source of a sentence found in several).
+    """
+    seen = {}
+    for sentence, source in [*man_sentences(per_page, sections=True),
+                             *((gloss, "gloss") for gloss in gloss_sentences())]:
+        seen.setdefault(sentence, source)
+    order = np.arange(len(seen))
+    np.random.default_rng(0).shuffle(order)
+    sentences, origins = list(seen), list(seen.values())
+    sentences = [sentences[i] for i in order]
+    return (sentences, [origins[i] for i in order]) if sources else sentences
 
 
 def imagenet_class_names():

@@ -11,20 +11,33 @@ line per row) for the examples file.
 
 At equal atoms (1024 and 4096) and equal L0 (8 non-zeros per row):
 
-* DoubleBatchKSVD: its defaults (``n_nonzero_coefs=8``, ``random_state=0``),
-  no search. Its fit time ``T`` sets the baselines' budget.
-* SparseAutoencoder (TopK, k=8): a grid over learning rate x batch size x
-  epochs (early stopping on its own validation split stays on).
+* DoubleBatchKSVD: its defaults (``n_nonzero_coefs=8``), no search, with signed
+  codes and with ``positive_code=True``. The signed fit's time ``T`` sets
+  scikit-learn's budget.
+* SparseAutoencoder, TopK and AbsTopK (k=8): learning rate 4e-3, batch size
+  1024, 30 epochs, the best of a grid over learning rate {1e-3, 4e-3} x batch
+  size {256, 1024} x epochs {10, 30} at both sizes (early stopping on its own
+  validation split stays on). ``--search`` runs that grid again (for TopK).
 * MiniBatchDictionaryLearning (scikit-learn, lasso-LARS fit, OMP transform with
-  8 non-zeros, initialised from random training rows as DoubleBatchKSVD is): a
-  grid over alpha, each run by ``partial_fit`` on batches of 256 rows for
-  ``T / 3`` seconds; the best alpha is then trained for ``T`` seconds.
+  8 non-zeros, initialised from random training rows as DoubleBatchKSVD is),
+  run by ``partial_fit`` on batches of 256 rows for ``T`` seconds, with the alpha
+  a search over {0.03, 0.1, 0.3} found best (0.3 at 1024 atoms, 0.03 at 4096;
+  ``--search`` runs it again, each alpha for ``T / 3`` seconds).
 
-Each baseline's grid is fitted on 90% of the training rows and scored on the
+A search fits each setting on 90% of the training rows and scores it on the
 other 10% (signal recovered); the best setting is refitted on all training
-rows. The table reports the whole search time next to ``T``. Every score is on
-the held-out test rows unless it says train. Null levels of faithfulness and
-specificity come from :mod:`skdict.metrics` (``baseline=True``).
+rows. Every method is fitted with two seeds (``--seeds``); the scores are those
+of the first, and "stable" is the share of its atoms found again in the second
+at ``|cos| >= 0.9`` (:func:`skdict.metrics.reseed_stability`). Every score is on
+the held-out test rows unless it says train, all from one encoding of them
+(:func:`skdict.metrics.dictionary_scores` with ``codes=``). Null levels of
+faithfulness and specificity are the Gaussian ones of :mod:`skdict.metrics`.
+k-sparse probing (:func:`skdict.metrics.sparse_probing`, k = 1 and 5) runs on
+binary tasks from the sentences' sources (``_real_corpus.py``), each balanced by
+subsampling the larger class among the test rows: WordNet gloss vs man page,
+man section 1 (commands) vs 3 (library functions), 1 vs 8 (administration) and
+2 (system calls) vs 3; the table gives the mean balanced accuracy over tasks,
+and the heading the dense probe on the embeddings.
 
 Writes ``<out>/table.md`` and ``<out>/atoms.txt``: 20 random alive atoms of
 each method, their name and the 3 held-out rows that use them most. Timings on
@@ -32,6 +45,7 @@ a shared machine are noisy. Run: ``python benchmarks/bench_real.py [--quick]``.
 """
 
 import argparse
+import ast
 import itertools
 import os
 import time
@@ -41,26 +55,29 @@ import numpy as np
 from sklearn.decomposition import MiniBatchDictionaryLearning
 
 from skdict import ConceptBank, DoubleBatchKSVD, SparseAutoencoder, describe_atoms
+from skdict._dictionary import encoded
 from skdict.pursuit import sparse_encode
 from skdict.metrics import (
-    dead_fraction,
-    explained_variance,
-    faithfulness,
+    dictionary_scores,
+    reseed_stability,
     signal_recovered,
+    sparse_probing,
     specificity,
-    unique_name_ratio,
 )
 
 L0 = 8
 N_CORPUS = 60_000
 SAE_GRID = {"learning_rate": [1e-3, 4e-3], "batch_size": [256, 1024], "max_iter": [10, 30]}
+# The best of SAE_GRID and of MBDL_ALPHAS in the searches of the 60,000-sentence run.
+SAE_TUNED = {"learning_rate": 4e-3, "batch_size": 1024, "max_iter": 30}
 MBDL_ALPHAS = [0.03, 0.1, 0.3]
+MBDL_TUNED = {1024: 0.3, 4096: 0.03}
 MBDL_BATCH = 256
 N_EXAMPLE_ATOMS = 20
-# Chance levels (docs/metrics.rst): random banks with the bank's own mean and
-# covariance ("gaussian", the default) and a random permutation of the names
-# ("shuffled"); the uniform sphere is meaningless on anisotropic embeddings.
-NULLS = ("gaussian", "shuffled")
+PROBE_K = (1, 5)
+# Binary probing tasks from the sentences' sources: (positive, negative) sources.
+TASKS = {"gloss vs man": ("gloss", "man"), "man1 vs man3": ("man1", "man3"),
+         "man1 vs man8": ("man1", "man8"), "man2 vs man3": ("man2", "man3")}
 
 
 def _log(*args):
@@ -80,7 +97,7 @@ def _recovered(model, X):
 def _corpus_data(n_sentences):
     import _real_corpus as corpus
 
-    sentences = corpus.build_corpus()
+    sentences, sources = corpus.build_corpus(sources=True)
     if len(sentences) < N_CORPUS:
         raise SystemExit(f"only {len(sentences)} sentences found, {N_CORPUS} needed.")
     sentences = sentences[:N_CORPUS]
@@ -88,7 +105,7 @@ def _corpus_data(n_sentences):
     X = corpus.embed(sentences, label="sentences", log=_log)[:n_sentences]
     names = corpus.concept_names(sentences[: int(0.8 * n_sentences)])
     bank = ConceptBank(names, corpus.embed(names, label="concepts", log=_log))
-    return X, bank, sentences[:n_sentences]
+    return X, bank, sentences[:n_sentences], sources[:n_sentences]
 
 
 def _user_data(args):
@@ -101,20 +118,20 @@ def _user_data(args):
         texts = [f"row {i}" for i in range(X.shape[0])]
     # The default corpus is already shuffled; shuffle users' rows the same way.
     order = np.random.default_rng(0).permutation(X.shape[0])
-    return X[order], bank, [texts[i] for i in order]
+    return X[order], bank, [texts[i] for i in order], None
 
 
 # --- methods --------------------------------------------------------------
 
 def _fit_ksvd(X, n_atoms, **params):
-    model = DoubleBatchKSVD(n_atoms, n_nonzero_coefs=L0, random_state=0, **params)
+    model = DoubleBatchKSVD(n_atoms, n_nonzero_coefs=L0, **{"random_state": 0, **params})
     start = time.perf_counter()
     model.fit(X)
     return model, time.perf_counter() - start
 
 
 def _fit_sae(X, n_atoms, **params):
-    model = SparseAutoencoder(n_atoms, k=L0, device="cpu", random_state=0, **params)
+    model = SparseAutoencoder(n_atoms, k=L0, device="cpu", **{"random_state": 0, **params})
     start = time.perf_counter()
     model.fit(X)
     return model, time.perf_counter() - start
@@ -135,13 +152,13 @@ class _MBDL(MiniBatchDictionaryLearning):
         )
 
 
-def _fit_mbdl(X, n_atoms, alpha, budget):
+def _fit_mbdl(X, n_atoms, alpha, budget, random_state=0):
     """partial_fit on shuffled batches until `budget` seconds have passed."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(random_state)
     init = X[rng.choice(X.shape[0], n_atoms, replace=False)]
     model = _MBDL(
         n_atoms, alpha=alpha, batch_size=MBDL_BATCH, dict_init=init,
-        transform_algorithm="omp", transform_n_nonzero_coefs=L0, random_state=0,
+        transform_algorithm="omp", transform_n_nonzero_coefs=L0, random_state=random_state,
     )
     start = time.perf_counter()
     while time.perf_counter() - start < budget:
@@ -153,48 +170,67 @@ def _fit_mbdl(X, n_atoms, alpha, budget):
     return model, time.perf_counter() - start
 
 
-def _search(fit, settings, X_fit, X_val, X_train, **refit):
-    """Best setting by validation signal recovered, refitted on X_train (with `refit`)."""
-    start = time.perf_counter()
-    scores = []
-    for setting in settings:
-        model, seconds = fit(X_fit, **setting)
-        scores.append(_recovered(model, X_val))
-        _log(f"    {setting}: validation {scores[-1]:.3f} ({seconds:.0f} s)")
-    best = settings[int(np.argmax(scores))]
-    model, seconds = fit(X_train, **{**best, **refit})
-    return model, seconds, best, time.perf_counter() - start
-
-
 # --- scoring --------------------------------------------------------------
 
-def _scores(model, X_train, X_test, bank, seconds):
-    alive = 1.0 - dead_fraction(model, X_test)
+def _tasks(sources):
+    """Balanced binary tasks among the test rows: {name: (rows, labels)}."""
+    if sources is None:
+        return {}
+    sources = np.asarray(sources, dtype=str)
+    is_man = np.char.startswith(sources, "man")
+    rng = np.random.default_rng(0)
+    tasks = {}
+    for name, (positive, negative) in TASKS.items():
+        pos = np.flatnonzero(sources == positive)
+        neg = np.flatnonzero(is_man if negative == "man" else sources == negative)
+        n = min(pos.size, neg.size)
+        if n < 20:
+            continue
+        rows = np.concatenate([rng.choice(pos, n, replace=False),
+                               rng.choice(neg, n, replace=False)])
+        tasks[name] = (rows, np.repeat([1, 0], n))
+    return tasks
+
+
+def _probing(model, X_test, codes, tasks):
+    """Mean over tasks of sparse probing at PROBE_K, and of the dense probe."""
+    per_task = [sparse_probing(model, X_test[rows], y, k=PROBE_K, codes=codes[rows])
+                for rows, y in tasks.values()]
+    return {key: float(np.mean([t[key] for t in per_task]))
+            for key in [*(f"k{k}" for k in PROBE_K), "dense"]} if per_task else {}
+
+
+def _scores(model, X_train, X_test, bank, seconds, tasks, twin):
+    """Every score of one model from one encoding of the test rows."""
+    codes = encoded(model, X_test).codes
+    scores = dictionary_scores(model, X_test, bank, codes=codes, baseline="gaussian")
+    probes = _probing(model, X_test, codes, tasks)
     return {
         "fit s": seconds,
+        "L0": scores["l0"],
         "train SR": _recovered(model, X_train),
-        "test SR": _recovered(model, X_test),
-        "test EV": explained_variance(X_test, _reconstruct(model, X_test)),
-        "dead": 1.0 - alive,
-        "alive": int(round(alive * model.components_.shape[0])),
-        "faithful": faithfulness(model, X_test, bank),
-        **{f"faithful null ({null})": faithfulness(model, X_test, bank, baseline=null)
-           for null in NULLS},
-        "specific": specificity(model, X_test, bank),
-        **{f"specific null ({null})": specificity(model, X_test, bank, baseline=null)
-           for null in NULLS},
+        "test SR": scores["signal_recovered"],
+        "test EV": scores["explained_variance"],
+        "dead": scores["dead_fraction"],
+        "faithful": scores["faithfulness"],
+        "faithful null": scores["faithfulness_null"],
+        "specific": scores["specificity"],
+        "specific null": scores["specificity_null"],
         # dead atoms count as not specific, so dead atoms cannot raise the score
-        "specific (dead = 0)": specificity(model, X_test, bank, count_dead=True),
-        "unique names": unique_name_ratio(model, X_test, bank),
+        "specific (dead = 0)": specificity(model, X_test, bank, count_dead=True, codes=codes),
+        "unique names": scores["unique_name_ratio"],
+        **{f"probe k={k}": probes.get(f"k{k}", np.nan) for k in PROBE_K},
+        "dense probe": probes.get("dense", np.nan),
+        "stable": np.nan if twin is None else reseed_stability(model, twin)["matched"],
     }
 
 
 _COLUMNS = [
-    ("fit s", "{:.0f}"), ("train SR", "{:.3f}"), ("test SR", "{:.3f}"), ("test EV", "{:.3f}"),
-    ("dead", "{:.3f}"), ("alive", "{}"), ("faithful", "{:.3f}"),
-    *[(f"faithful null ({null})", "{:.3f}") for null in NULLS],
-    ("specific", "{:.3f}"), *[(f"specific null ({null})", "{:.3f}") for null in NULLS],
+    ("fit s", "{:.0f}"), ("L0", "{:.2f}"), ("train SR", "{:.3f}"), ("test SR", "{:.3f}"),
+    ("test EV", "{:.3f}"), ("dead", "{:.3f}"), ("faithful", "{:.3f}"),
+    ("faithful null", "{:.3f}"), ("specific", "{:.3f}"), ("specific null", "{:.3f}"),
     ("specific (dead = 0)", "{:.3f}"), ("unique names", "{:.3f}"),
+    *[(f"probe k={k}", "{:.3f}") for k in PROBE_K], ("stable", "{:.3f}"),
 ]
 
 
@@ -224,39 +260,74 @@ def _examples(label, model, X_test, texts, bank, rng):
 
 # --- benchmark ------------------------------------------------------------
 
-def _compare(n_atoms, X_train, X_test, bank, test_texts, args):
-    _log(f"{n_atoms} atoms: DoubleBatchKSVD")
-    ksvd, budget = _fit_ksvd(X_train, n_atoms)
-    rows = [("DoubleBatchKSVD (defaults)", ksvd, budget)]
-    for variant in args.ksvd_variants:
-        key, value = variant.split("=")
-        _log(f"  DoubleBatchKSVD {variant}")
-        model, seconds = _fit_ksvd(X_train, n_atoms, **{key: value})
-        rows.append((f"DoubleBatchKSVD {variant}", model, seconds))
-    n_fit = int(0.9 * X_train.shape[0])
-    X_fit, X_val = X_train[:n_fit], X_train[n_fit:]
+def _variant(text):
+    """``param=value`` of --ksvd-variants, the value read as a Python literal if it is one."""
+    key, value = text.split("=")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
 
-    _log(f"  SparseAutoencoder search (DoubleBatchKSVD took {budget:.0f} s)")
-    grid = [dict(zip(SAE_GRID, values)) for values in itertools.product(*SAE_GRID.values())]
-    sae, seconds, best, spent = _search(
-        lambda X, **p: _fit_sae(X, n_atoms, **p), grid, X_fit, X_val, X_train
-    )
-    rows.append(("SparseAutoencoder default settings", *_fit_sae(X_train, n_atoms)))
-    rows.append((f"SparseAutoencoder best of {len(grid)} ({spent:.0f} s search): {best}", sae,
-                 seconds))
 
-    _log("  MiniBatchDictionaryLearning search")
-    grid = [{"alpha": alpha, "budget": budget / len(MBDL_ALPHAS)} for alpha in MBDL_ALPHAS]
-    mbdl, seconds, best, spent = _search(
-        lambda X, **p: _fit_mbdl(X, n_atoms, **p), grid, X_fit, X_val, X_train, budget=budget
-    )
-    rows.append((f"MiniBatchDictionaryLearning best alpha of {MBDL_ALPHAS} "
-                 f"({spent:.0f} s search): alpha={best['alpha']}", mbdl, seconds))
+def _methods(n_atoms, X_train, args, budget):
+    """(label, fit(X, random_state) -> (model, seconds)) of each method, in table order,
+    the signed DoubleBatchKSVD first; scikit-learn's runs for `budget` seconds.
 
-    _log("  scoring")
-    scored = [(label, _scores(m, X_train, X_test, bank, s)) for label, m, s in rows]
+    Runs the searches asked for with --search on the way.
+    """
+    ksvd = [("DoubleBatchKSVD (defaults)", {})]
+    ksvd += [(f"DoubleBatchKSVD {variant}", dict([_variant(variant)]))
+             for variant in args.ksvd_variants]
+    methods = [(label, lambda X, seed, p=params: _fit_ksvd(X, n_atoms, random_state=seed, **p))
+               for label, params in ksvd]
+    sae, alpha = SAE_TUNED, MBDL_TUNED.get(n_atoms, MBDL_ALPHAS[-1])
+    sae_label = f"best of {len(list(itertools.product(*SAE_GRID.values())))} (earlier search)"
+    mbdl_label = "earlier search"
+    if args.search:
+        n_fit = int(0.9 * X_train.shape[0])
+        X_fit, X_val = X_train[:n_fit], X_train[n_fit:]
+        _log("  SparseAutoencoder search")
+        grid = [dict(zip(SAE_GRID, v)) for v in itertools.product(*SAE_GRID.values())]
+        sae, spent = _search(lambda X, **p: _fit_sae(X, n_atoms, **p), grid, X_fit, X_val)
+        sae_label = f"best of {len(grid)} ({spent:.0f} s search)"
+        _log("  MiniBatchDictionaryLearning search")
+        grid = [{"alpha": a, "budget": budget / len(MBDL_ALPHAS)} for a in MBDL_ALPHAS]
+        best, spent = _search(lambda X, **p: _fit_mbdl(X, n_atoms, **p), grid, X_fit, X_val)
+        alpha, mbdl_label = best["alpha"], f"{spent:.0f} s search"
+    for activation in ("topk", "abstopk"):
+        methods.append((
+            f"SparseAutoencoder {activation} {sae_label}: {sae}",
+            lambda X, seed, a=activation: _fit_sae(X, n_atoms, activation=a, random_state=seed,
+                                                   **sae)))
+    methods.append((
+        f"MiniBatchDictionaryLearning alpha={alpha} ({mbdl_label}), {budget:.0f} s",
+        lambda X, seed: _fit_mbdl(X, n_atoms, alpha, budget, random_state=seed)))
+    return methods
+
+
+def _search(fit, settings, X_fit, X_val):
+    """The setting of best validation signal recovered, and the seconds spent."""
+    start = time.perf_counter()
+    scores = []
+    for setting in settings:
+        model, seconds = fit(X_fit, **setting)
+        scores.append(_recovered(model, X_val))
+        _log(f"    {setting}: validation {scores[-1]:.3f} ({seconds:.0f} s)")
+    return settings[int(np.argmax(scores))], time.perf_counter() - start
+
+
+def _compare(n_atoms, X_train, X_test, bank, test_texts, tasks, args):
+    _log(f"{n_atoms} atoms")
+    first = _fit_ksvd(X_train, n_atoms)
+    scored, examples = [], []
     rng = np.random.default_rng(0)
-    examples = [_examples(label, m, X_test, test_texts, bank, rng) for label, m, _ in rows]
+    for label, fit in _methods(n_atoms, X_train, args, budget=first[1]):
+        _log(f"  {label}")
+        model, seconds = first if not scored else fit(X_train, 0)
+        twin = fit(X_train, 1)[0] if args.seeds > 1 else None
+        scored.append((label, _scores(model, X_train, X_test, bank, seconds, tasks, twin)))
+        _log(f"    {scored[-1][1]}")
+        examples.append(_examples(label, model, X_test, test_texts, bank, rng))
     return scored, examples
 
 
@@ -269,8 +340,12 @@ def main(argv=None):
     parser.add_argument("--embeddings", help="your own (n_rows, n_features) .npy")
     parser.add_argument("--concepts", help="a ConceptBank.save .npz in the same space")
     parser.add_argument("--texts", help="one line per row of --embeddings, for atoms.txt")
-    parser.add_argument("--ksvd-variants", nargs="*", default=["atom_update=frobenius"],
+    parser.add_argument("--ksvd-variants", nargs="*", default=["positive_code=True"],
                         help="extra DoubleBatchKSVD rows, as param=value")
+    parser.add_argument("--search", action="store_true",
+                        help="search the SAE's and scikit-learn's settings again")
+    parser.add_argument("--seeds", type=int, default=2, choices=(1, 2),
+                        help="fits per method; 2 measures reseed stability")
     parser.add_argument("--out", default=os.path.join("benchmarks", "results", "real"))
     args = parser.parse_args(argv)
     if bool(args.embeddings) != bool(args.concepts):
@@ -278,18 +353,23 @@ def main(argv=None):
     atoms = args.atoms or ([1024] if args.quick else [1024, 4096])
     if args.n_sentences is None and not args.embeddings:
         args.n_sentences = 12_000 if args.quick else N_CORPUS
-    X, bank, texts = _user_data(args) if args.embeddings else _corpus_data(args.n_sentences)
+    X, bank, texts, sources = (_user_data(args) if args.embeddings
+                               else _corpus_data(args.n_sentences))
     n_train = int(0.8 * X.shape[0])
     X_train, X_test = X[:n_train], X[n_train:]
     _log(f"{X_train.shape[0]} train / {X_test.shape[0]} test rows of {X.shape[1]} "
          f"features; {len(bank)} concepts")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    tasks = _tasks(None if sources is None else sources[n_train:])
     report, examples = [], []
     for n_atoms in atoms:
-        scored, atom_text = _compare(n_atoms, X_train, X_test, bank, texts[n_train:], args)
+        scored, atom_text = _compare(n_atoms, X_train, X_test, bank, texts[n_train:], tasks,
+                                     args)
+        dense = scored[0][1]["dense probe"]
         section = (f"### {n_atoms} atoms, L0 = {L0}, {X_train.shape[0]} train / "
-                   f"{X_test.shape[0]} test rows\n\n{_table(scored)}\n")
+                   f"{X_test.shape[0]} test rows; dense probe {dense:.3f}\n\n"
+                   f"{_table(scored)}\n")
         print(section, flush=True)
         report.append(section)
         examples += [f"# {n_atoms} atoms", *atom_text]

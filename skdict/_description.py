@@ -38,27 +38,35 @@ _CONCEPT_CHUNK = 256
 class Described:
     """An :class:`~skdict._dictionary.Encoded` run seen by a concept bank.
 
-    Holds what every description score shares: the signed unit atoms (an atom
-    whose codes are mostly negative is named as ``-d_k``), the row cosines
-    (centred or not) and the bank.
+    Holds what every description score shares: the signed units of the codes
+    (:class:`~skdict._dictionary.Units`: an atom used mostly with negative codes
+    is named as ``-d_k``, an atom used in both directions is two units), their
+    unit vectors, the row cosines (centred or not) and the bank.
     """
 
     def __init__(self, run, bank, center):
         self.run, self.bank, self.center = run, check_bank(bank), center
         check_same_space(run.components, self.bank)
-        self.atoms = _unit_rows(run.components.astype(np.float64) * run.signs[:, None])
+        components = run.components.astype(np.float64)
+        self.units = run.units
         self.alive = run.alive
+        # Each atom in its main direction (what one name per atom describes) ...
+        self.atoms = _unit_rows(components * run.signs[:, None])
+        # ... and each unit in its own direction.
+        self.unit_atoms = _unit_rows(components[self.units.atom] * self.units.sign[:, None])
 
     def draws(self, names, null, random_state):
-        """``(T, concepts)`` per draw: the real bank once, or each draw of `null`."""
+        """``(T, concepts)`` per draw (concepts per unit): the real bank once, or each
+        draw of `null`."""
         return list(_null_assignments(self, names, null, check_random_state(random_state)))
 
 
-def assign(atoms, T, names):
-    """Concept index of each atom: the given `names`, or each atom's closest concept."""
-    n_atoms = atoms.shape[0]
+def assign(described, T, names):
+    """Concept index of each unit: its atom's entry of `names`, or the unit's closest concept."""
+    units = described.units
     if names is None:
-        return top_concepts(atoms, T, 1)[0][:, 0]
+        return top_concepts(described.unit_atoms, T, 1)[0][:, 0]
+    n_atoms = units.alive.size
     names = np.asarray(names)
     if names.shape != (n_atoms,) or not np.issubdtype(names.dtype, np.integer):
         raise ValueError(
@@ -70,22 +78,24 @@ def assign(atoms, T, names):
             f"names holds concept indices outside [0, {T.shape[0] - 1}]; each entry "
             "must index the bank."
         )
-    return names
+    return names[units.atom]
 
 
-def faithfulness_per_atom(described, draws, *, score_bytes=_SCORE_BYTES):
-    """AUROC per alive atom (NaN elsewhere) for each draw: shape (n_draws, n_atoms).
+def faithfulness_per_unit(described, draws, *, score_bytes=_SCORE_BYTES):
+    """AUROC per unit for each draw: shape (n_draws, n_units); NaN for a unit
+    firing on every row.
 
-    `score_bytes` bounds the block of cosines (concepts x rows) held at once.
+    A unit's positives are the rows where it fires (its atom's code has its
+    sign). `score_bytes` bounds the block of cosines (concepts x rows) held at once.
     """
     run = described.run
-    alive = np.flatnonzero(described.alive)
-    vectors, rows = _concept_rows(draws, alive)
-    out = np.full((len(draws), run.components.shape[0]), np.nan)
-    if alive.size == 0:
+    n_units = len(described.units)
+    vectors, rows = _concept_rows(draws)
+    out = np.full((len(draws), n_units), np.nan)
+    if n_units == 0:
         return out
-    draw_of = np.repeat(np.arange(len(draws)), alive.size)
-    atom_of = np.tile(alive, len(draws))
+    draw_of = np.repeat(np.arange(len(draws)), n_units)
+    atom_of = np.tile(np.arange(n_units), len(draws))
     order = np.argsort(rows, kind="stable")
     starts = np.searchsorted(rows[order], np.arange(vectors.shape[0] + 1))
     fires = run.fires
@@ -111,9 +121,9 @@ def faithfulness_per_atom(described, draws, *, score_bytes=_SCORE_BYTES):
     return out
 
 
-def _concept_rows(draws, alive):
-    """The distinct concept vectors the draws name alive atoms with, and the row
-    of that stack each (draw, alive atom) uses, draw after draw.
+def _concept_rows(draws):
+    """The distinct concept vectors the draws name units with, and the row of
+    that stack each (draw, unit) uses, draw after draw.
 
     Draws that share a bank (the real bank and its shuffled names) share rows,
     so each concept's cosines are computed and ranked once.
@@ -122,7 +132,7 @@ def _concept_rows(draws, alive):
     offset = 0
     used_by_bank = {}
     for T, concepts in draws:
-        used_by_bank.setdefault(id(T), [T, []])[1].append(concepts[alive])
+        used_by_bank.setdefault(id(T), [T, []])[1].append(concepts)
     for key, (T, named) in used_by_bank.items():
         used = np.unique(np.concatenate(named))
         banks[key] = (offset, used)
@@ -130,7 +140,7 @@ def _concept_rows(draws, alive):
         offset += used.size
     for T, concepts in draws:
         start, used = banks[id(T)]
-        rows.append(start + np.searchsorted(used, concepts[alive]))
+        rows.append(start + np.searchsorted(used, concepts))
     return np.vstack(vectors), np.concatenate(rows)
 
 
@@ -175,22 +185,23 @@ class _RowCosines:
         return out
 
 
-def specificity_per_atom(described, draws):
-    """1.0 / 0.0 per alive atom (NaN elsewhere) for each draw: shape (n_draws, n_atoms).
+def specificity_per_unit(described, draws):
+    """1.0 / 0.0 per unit for each draw: shape (n_draws, n_units).
 
-    Whether an atom is the closest atom to its name depends only on the name,
-    so the (concepts x atoms) cosines are taken for the distinct names only.
+    A unit is specific when it is the closest, among every unit and every dead
+    atom (in its + direction), to its name. That depends only on the name, so
+    the (concepts x candidates) cosines are taken for the distinct names only.
     """
-    atoms = described.atoms
-    alive = np.flatnonzero(described.alive)
-    out = np.full((len(draws), atoms.shape[0]), np.nan)
+    n_units = len(described.units)
+    candidates = np.vstack([described.unit_atoms, described.atoms[~described.alive]])
+    out = np.full((len(draws), n_units), np.nan)
     for d, (T, concepts) in enumerate(draws):
-        used, which = np.unique(concepts[alive], return_inverse=True)
+        used, which = np.unique(concepts, return_inverse=True)
         retrieved = np.empty(used.size, dtype=np.intp)
         for start in range(0, used.size, _CONCEPT_CHUNK):
             block = used[start:start + _CONCEPT_CHUNK]
-            retrieved[start:start + block.size] = np.argmax(T[block] @ atoms.T, axis=1)
-        out[d, alive] = retrieved[which] == alive
+            retrieved[start:start + block.size] = np.argmax(T[block] @ candidates.T, axis=1)
+        out[d] = retrieved[which] == np.arange(n_units)
     return out
 
 
@@ -215,34 +226,36 @@ def check_baseline(baseline):
 
 def _null_assignments(described, names, null, rng):
     """Yield ``(T, concepts)`` for each draw of `null` (or once for the real bank)."""
-    bank, center, atoms = described.bank, described.center, described.atoms
+    bank, center = described.bank, described.center
     if null in (None, "shuffled"):
         T = concept_vectors(bank, center)
-        concepts = assign(atoms, T, names)
+        concepts = assign(described, T, names)
         if null is None:
             yield T, concepts
             return
-        alive = np.flatnonzero(described.alive)
         for _ in range(_N_BASELINE_DRAWS):
-            shuffled = concepts.copy()
-            shuffled[alive] = concepts[alive][rng.permutation(alive.size)]
-            yield T, shuffled
+            yield T, concepts[rng.permutation(concepts.size)]
         return
     banks = RandomBanks(bank, null)
     for _ in range(_N_BASELINE_DRAWS):
         T = concept_vectors(banks.draw(rng), center)
-        yield T, assign(atoms, T, names)
+        yield T, assign(described, T, names)
 
 
-def average(per_draw, alive, *, per_atom, count_dead=False):
-    """Average per-atom scores over draws, then over atoms (or return them per atom).
+def average(per_draw, described, *, per_atom, count_dead=False):
+    """Average per-unit scores over draws, then over units (or return them per atom,
+    each atom the mean of its units).
 
     `count_dead` scores dead atoms 0 instead of skipping them.
     """
     scores = per_draw.mean(axis=0)
-    if count_dead:
-        scores[~alive] = 0.0
+    alive = described.alive
     if per_atom:
+        scores = described.units.per_atom(scores)
+        if count_dead:
+            scores[~alive] = 0.0
         return scores
     finite = scores[np.isfinite(scores)]
+    if count_dead:
+        finite = np.concatenate([finite, np.zeros(np.count_nonzero(~alive))])
     return float(finite.mean()) if finite.size else float("nan")

@@ -30,6 +30,13 @@ _EXPECTED = (
 )
 # Bytes of the dense row chunks that encoding and reconstruction hold at once.
 _CHUNK_BYTES = 32 * 2**20
+# Share of an atom's uses (non-zero codes) its minority sign needs to count as a
+# second unit, named and scored apart from the majority sign. On bench_real
+# (DB-KSVD, 1024 atoms; benchmarks/diagnose_naming.py, docs/metrics.rst) the
+# minority share has no gap to cut at (median 0.13): below 0.2 the minority
+# codes are about half the size of the majority's, OMP's corrections of the
+# overlap between atoms; above it they are two thirds of it and one use in five.
+MIN_SIGN_SHARE = 0.2
 
 
 def is_estimator_like(obj):
@@ -180,22 +187,24 @@ class Encoded:
     @property
     def alive(self):
         """Whether some row uses each atom."""
-        return self._usage[0]
+        return self.units.alive
 
     @property
     def signs(self):
-        """Each atom's sign: -1 where its mean non-zero code is negative, else +1."""
-        return self._usage[1]
+        """Each atom's main sign: -1 where most of its non-zero codes are negative, else +1."""
+        return self.units.signs
 
     @cached_property
-    def _usage(self):
+    def units(self):
+        """The signed :class:`Units` these codes use."""
         return atom_usage(self.by_atom)
 
     @cached_property
     def fires(self):
-        """CSC pattern of the rows where each atom fires in its named direction
-        (``sign * code > 0``)."""
-        signed = self.by_atom @ sp.diags(self.signs.astype(self.by_atom.dtype))
+        """CSC pattern (n_samples, n_units) of the rows where each unit fires:
+        ``sign * code > 0`` for its atom."""
+        units = self.units
+        signed = self.by_atom[:, units.atom] @ sp.diags(units.sign.astype(self.by_atom.dtype))
         return (signed > 0).tocsc()
 
     def row_chunks(self, budget=_CHUNK_BYTES):
@@ -236,12 +245,54 @@ class Encoded:
         return float(recovered), float(explained)
 
 
+class Units:
+    """The signed units of a dictionary's codes: what gets one name and one score.
+
+    Every alive atom is a unit in its main direction (the sign of most of its
+    non-zero codes; +1 on a tie). An atom whose other sign takes at least
+    ``MIN_SIGN_SHARE`` of its uses is a second unit in that direction: a signed
+    code can use ``d`` and ``-d`` for two different things. Non-negative codes
+    have one unit per alive atom.
+
+    Attributes
+    ----------
+    alive, signs, both : ndarray of shape (n_atoms,)
+        Whether some row uses the atom, its main sign, and whether its other
+        sign is a unit too.
+    atom, sign : ndarray of shape (n_units,)
+        Each unit's atom and direction: the alive atoms in order, then the
+        second units of the atoms with ``both``.
+    """
+
+    def __init__(self, alive, signs, both):
+        self.alive, self.signs, self.both = alive, signs, both
+        main, other = np.flatnonzero(alive), np.flatnonzero(both)
+        self.atom = np.concatenate([main, other])
+        self.sign = np.concatenate([signs[main], -signs[other]])
+
+    def __len__(self):
+        return self.atom.size
+
+    def per_atom(self, scores):
+        """Per-unit `scores` as one value per atom: the mean of its units' finite
+        scores (NaN for dead atoms and atoms with none)."""
+        finite = np.isfinite(scores)
+        n_atoms = self.alive.size
+        total = np.bincount(self.atom[finite], weights=scores[finite], minlength=n_atoms)
+        count = np.bincount(self.atom[finite], minlength=n_atoms)
+        return np.divide(total, count, out=np.full(n_atoms, np.nan), where=count > 0)
+
+
 def atom_usage(by_atom):
-    """Which atoms some row uses, and each atom's sign (-1 if its mean non-zero
-    code is negative), from CSC codes without explicit zeros."""
-    alive = np.diff(by_atom.indptr) > 0
-    signs = np.where(np.asarray(by_atom.sum(axis=0)).ravel() < 0, -1, 1)
-    return alive, signs
+    """The :class:`Units` of CSC codes without explicit zeros: which atoms some
+    row uses, in which directions."""
+    n_uses = np.diff(by_atom.indptr)
+    negative_so_far = np.concatenate([[0], np.cumsum(by_atom.data < 0)])
+    negative = negative_so_far[by_atom.indptr[1:]] - negative_so_far[by_atom.indptr[:-1]]
+    minority = np.minimum(negative, n_uses - negative)
+    signs = np.where(negative > n_uses - negative, -1, 1)
+    both = (minority > 0) & (minority >= MIN_SIGN_SHARE * n_uses)
+    return Units(n_uses > 0, signs, both)
 
 
 def decode(step, codes):

@@ -163,12 +163,14 @@ def _describe(args):
     X = _embeddings(args.embeddings, model) if args.embeddings else None
     desc = describe_atoms(model, bank, top_k=args.top_k, codes=_codes(args, model, X))
     for atom in np.flatnonzero(desc.alive):
-        names = ", ".join(
-            f"{name} ({score:.3f})"
-            for name, score in zip(desc.names[atom], desc.scores[atom])
-        )
-        sign = "-" if desc.signs[atom] < 0 else "+"
-        print(f"atom {atom}\t{sign}\t{names}")
+        # an atom used in both directions gets a line per direction
+        units = [(desc.signs[atom], desc.names[atom], desc.scores[atom])]
+        if desc.both_signs[atom]:
+            units.append((-desc.signs[atom], desc.opposite_names[atom],
+                          desc.opposite_scores[atom]))
+        for sign, unit_names, scores in units:
+            names = ", ".join(f"{name} ({score:.3f})" for name, score in zip(unit_names, scores))
+            print(f"atom {atom}\t{'-' if sign < 0 else '+'}\t{names}")
     return 0
 
 

@@ -13,7 +13,14 @@ from numbers import Integral
 import numpy as np
 from sklearn.utils import Bunch, check_random_state
 
-from ._dictionary import atom_usage, check_codes, components_from, encoded, is_estimator_like
+from ._dictionary import (
+    Units,
+    atom_usage,
+    check_codes,
+    components_from,
+    encoded,
+    is_estimator_like,
+)
 from ._null_dictionary import gaussian_sampler
 from ._rows import _centred_unit_rows, _unit_rows
 from ._validation import check_samples
@@ -251,8 +258,12 @@ def describe_atoms(estimator_or_components, bank, *, X=None, top_k=1, codes=None
     Atom ``k`` is named by the concepts ``m`` of highest cosine
     ``cos(s_k d_k, t_m)``, ``t_m`` the (centred, see :class:`ConceptBank`)
     concept vectors. The sign ``s_k`` matters for dictionaries with signed
-    codes such as K-SVD: an atom whose mean non-zero code on X is negative is
-    used as ``-d_k``, and is named as such.
+    codes such as K-SVD: an atom most of whose non-zero codes on X are negative
+    is used as ``-d_k``, and is named as such. An atom used in both directions,
+    its other sign taking at least 20% of its uses, has a second name, that of
+    ``-s_k d_k`` (the ``opposite_*`` entries): ``d`` and ``-d`` may stand for
+    two different things, and the metrics score them as two units (see the
+    "Metrics" page of the documentation).
 
     Parameters
     ----------
@@ -285,6 +296,13 @@ def describe_atoms(estimator_or_components, bank, *, X=None, top_k=1, codes=None
             Whether some row of X uses the atom (all True without X).
         signs : ndarray of int, shape (n_components,)
             +1, or -1 for atoms named by their opposite direction.
+        both_signs : ndarray of bool, shape (n_components,)
+            Whether the atom is used in its other direction too (False without
+            X or codes).
+        opposite_names, opposite_indices, opposite_scores : ndarray of shape \
+(n_components, top_k)
+            The names of ``-s_k d_k`` for the atoms with `both_signs`; ``""``,
+            -1 and NaN elsewhere.
 
     Examples
     --------
@@ -309,20 +327,33 @@ def describe_atoms(estimator_or_components, bank, *, X=None, top_k=1, codes=None
         )
     D = components_from(estimator_or_components)
     check_same_space(D, bank)
+    n_atoms = D.shape[0]
     if X is not None:
-        run = encoded(estimator_or_components, X, codes)
-        alive, signs = run.alive, run.signs
+        units = encoded(estimator_or_components, X, codes).units
     elif codes is not None:
-        alive, signs = atom_usage(check_codes(codes, _n_rows(codes), D.shape[0]).tocsc())
+        units = atom_usage(check_codes(codes, _n_rows(codes), n_atoms).tocsc())
     else:
-        alive, signs = np.ones(D.shape[0], dtype=bool), np.ones(D.shape[0], dtype=int)
-    indices, scores = top_concepts(D * signs[:, None], concept_vectors(bank), top_k)
+        units = Units(np.ones(n_atoms, dtype=bool), np.ones(n_atoms, dtype=int),
+                      np.zeros(n_atoms, dtype=bool))
+    T = concept_vectors(bank)
+    bank_names = np.asarray(bank.names, dtype=str)
+    signed = D * units.signs[:, None]
+    indices, scores = top_concepts(signed, T, top_k)
+    both = np.flatnonzero(units.both)
+    opposite_indices = np.full((n_atoms, top_k), -1, dtype=np.intp)
+    opposite_scores = np.full((n_atoms, top_k), np.nan)
+    opposite_indices[both], opposite_scores[both] = top_concepts(-signed[both], T, top_k)
+    opposite_names = np.where(opposite_indices >= 0, bank_names[opposite_indices], "")
     return Bunch(
-        names=np.asarray(bank.names, dtype=str)[indices],
+        names=bank_names[indices],
         indices=indices,
         scores=scores,
-        alive=alive,
-        signs=signs,
+        alive=units.alive,
+        signs=units.signs,
+        both_signs=units.both,
+        opposite_names=opposite_names,
+        opposite_indices=opposite_indices,
+        opposite_scores=opposite_scores,
     )
 
 

@@ -25,7 +25,7 @@ from ._app import explore_data as data
 from ._optional import import_optional
 from ._staging import check_free, owned_entries, staged_folder
 from ._validation import check_dictionary, check_samples
-from ._description import Described, faithfulness_per_atom, specificity_per_atom
+from ._description import Described, faithfulness_per_unit, specificity_per_unit
 from ._dictionary import encoded
 from .concepts import concept_vectors, top_concepts
 
@@ -262,14 +262,20 @@ class _AtomSummary:
         self.names = None
         self.faithfulness = np.full(n_atoms, np.nan)
         self.specificity = np.full(n_atoms, np.nan)
+        # the overview's scores are the metrics': means over the signed units
+        self.means = {"faithfulness": None, "specificity": None}
         if bank is not None:
             described = Described(run, bank, center=True)
             T = concept_vectors(bank)
             indices, scores = top_concepts(described.atoms, T, min(_N_NAMES, len(bank)))
             self.names = (np.asarray(bank.names, dtype=str)[indices], scores)
             draws = described.draws(None, None, 0)
-            self.faithfulness = faithfulness_per_atom(described, draws)[0]
-            self.specificity = specificity_per_atom(described, draws)[0]
+            # one value per atom: the mean of its signed units
+            per_unit = {"faithfulness": faithfulness_per_unit(described, draws)[0],
+                        "specificity": specificity_per_unit(described, draws)[0]}
+            self.means = {name: _finite_mean(scores) for name, scores in per_unit.items()}
+            self.faithfulness = described.units.per_atom(per_unit["faithfulness"])
+            self.specificity = described.units.per_atom(per_unit["specificity"])
 
     def top_names(self, k):
         if self.names is None:
@@ -313,8 +319,7 @@ def _overview(run, atoms, bank, images, labels, projector):
         "scores": {
             "signal_recovered": _number(recovered),
             "explained_variance": _number(explained),
-            "faithfulness": _mean_alive(atoms.faithfulness, alive),
-            "specificity": _mean_alive(atoms.specificity, alive),
+            **atoms.means,
         },
         "l0": {
             "counts": l0_counts,
@@ -332,8 +337,8 @@ def _overview(run, atoms, bank, images, labels, projector):
     }
 
 
-def _mean_alive(per_atom, alive):
-    values = per_atom[alive & np.isfinite(per_atom)]
+def _finite_mean(values):
+    values = values[np.isfinite(values)]
     return _number(values.mean()) if len(values) else None
 
 

@@ -81,6 +81,16 @@ class DoubleBatchKSVD(_BaseDictionary):
         least-squares refit of its support (faster, slightly worse supports).
     pursuit_tol : float, default=None
         Stop coding a row once ``||x - x_hat|| / ||x|| <= pursuit_tol``.
+    positive_code : bool, default=False
+        Non-negative codes, as scikit-learn's `positive_code`: rows are coded
+        by non-negative OMP (Bruckstein, Elad & Zibulevsky, 2008; each step adds
+        the atom of largest positive correlation with the residual and solves
+        non-negative least squares on the support, a row stops early when no
+        correlation is positive), and each atom's update keeps its codes
+        non-negative (the rank-1 fit alternates coefficients clipped at zero
+        with the atom refitted to them, from the current atom, so the atom
+        update never raises the loss). Each atom then stands for one direction,
+        so it has one name. Needs ``pursuit="omp"``.
     max_iter : int, default=50
         Number of iterations (coding + dictionary update), each on one batch.
     tol : float, default=1e-6
@@ -192,6 +202,7 @@ class DoubleBatchKSVD(_BaseDictionary):
         "n_nonzero_coefs": [Interval(Integral, 1, None, closed="left")],
         "pursuit": [StrOptions({"omp", "mp"})],
         "pursuit_tol": [Interval(Real, 0, 1, closed="left"), None],
+        "positive_code": ["boolean"],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
@@ -216,6 +227,7 @@ class DoubleBatchKSVD(_BaseDictionary):
         n_nonzero_coefs=10,
         pursuit="omp",
         pursuit_tol=None,
+        positive_code=False,
         max_iter=50,
         tol=1e-6,
         batch_size=None,
@@ -236,6 +248,7 @@ class DoubleBatchKSVD(_BaseDictionary):
         self.n_nonzero_coefs = n_nonzero_coefs
         self.pursuit = pursuit
         self.pursuit_tol = pursuit_tol
+        self.positive_code = positive_code
         self.max_iter = max_iter
         self.tol = tol
         self.batch_size = batch_size
@@ -318,6 +331,11 @@ class DoubleBatchKSVD(_BaseDictionary):
     def _start(self, X, backend):
         """Check parameters against X and set the initial state."""
         check_n_nonzero_coefs(self.n_nonzero_coefs, self.n_components)
+        if self.positive_code and self.pursuit != "omp":
+            raise ValueError(
+                "positive_code=True codes by non-negative OMP; set pursuit='omp' "
+                f"(got pursuit={self.pursuit!r})."
+            )
         self._groups = group_bounds(self.nested_groups, self.n_components, self.n_nonzero_coefs)
         check_working_memory(self._groups, X, self.batch_size, backend)
         self._rng = check_random_state(self.random_state)
@@ -337,7 +355,7 @@ class DoubleBatchKSVD(_BaseDictionary):
     def _encoder(self, D, gram=None, backend=None):
         return GroupedEncoder(
             D, self._groups, pursuit=self.pursuit, tol=self.pursuit_tol, gram=gram,
-            backend=backend,
+            backend=backend, positive=self.positive_code,
         )
 
     def _encode(self, X, sparse_output):
@@ -404,6 +422,7 @@ class DoubleBatchKSVD(_BaseDictionary):
             X, D, codes, groups=groups, atom_batch_size=self._atom_batch_size(),
             x_norms=_row_norms(X), weight_floor=_WEIGHT_FLOOR,
             weighted=self.atom_update == "relative", n_power_iter=_N_POWER_ITER,
+            positive=self.positive_code,
         )
 
     def _signal_recovered(self, X, X_batch, D, residual):
@@ -411,7 +430,8 @@ class DoubleBatchKSVD(_BaseDictionary):
         if not is_dask_array(X):
             return 1.0 - relative_errors(X_batch, residual).mean()
         total = dask_relative_error_sum(
-            X, block_errors, D, self._groups, self.pursuit, self.pursuit_tol
+            X, block_errors, D, self._groups, self.pursuit, self.pursuit_tol,
+            self.positive_code,
         )
         return 1.0 - total / X.shape[0]
 

@@ -15,8 +15,8 @@ from ._description import (
     Described,
     average,
     check_baseline,
-    faithfulness_per_atom,
-    specificity_per_atom,
+    faithfulness_per_unit,
+    specificity_per_unit,
 )
 from ._dictionary import components_from, components_of, encoded
 from ._rows import _unit_rows, relative_errors
@@ -218,7 +218,7 @@ def faithfulness(
     1.0
     """
     return _description_score(
-        faithfulness_per_atom, estimator, X, bank, names=names, center=center,
+        faithfulness_per_unit, estimator, X, bank, names=names, center=center,
         baseline=baseline, per_atom=per_atom, random_state=random_state, codes=codes,
     )
 
@@ -286,7 +286,7 @@ def specificity(
     0.3333333333333333
     """
     return _description_score(
-        specificity_per_atom, estimator, X, bank, names=names, center=center,
+        specificity_per_unit, estimator, X, bank, names=names, center=center,
         baseline=baseline, per_atom=per_atom, random_state=random_state, codes=codes,
         count_dead=count_dead,
     )
@@ -299,14 +299,14 @@ def _describe(estimator, X, bank, center, codes):
 
 
 def _description_score(
-    per_atom_score, estimator, X, bank, *, names, center, baseline, per_atom, random_state,
+    per_unit_score, estimator, X, bank, *, names, center, baseline, per_atom, random_state,
     codes, count_dead=False,
 ):
-    """Score a description with `per_atom_score`, or its chance level under a null."""
+    """Score a description with `per_unit_score`, or its chance level under a null."""
     null = check_baseline(baseline)
     described = _describe(estimator, X, bank, center, codes)
-    per_draw = per_atom_score(described, described.draws(names, null, random_state))
-    return average(per_draw, described.alive, per_atom=per_atom, count_dead=count_dead)
+    per_draw = per_unit_score(described, described.draws(names, null, random_state))
+    return average(per_draw, described, per_atom=per_atom, count_dead=count_dead)
 
 
 def unique_name_ratio(
@@ -360,11 +360,11 @@ def unique_name_ratio(
 
 
 def _unique_names(described, concepts, count_dead=False):
-    concepts = concepts[described.alive]
-    n_atoms = described.alive.size if count_dead else concepts.size
-    if n_atoms == 0:
+    """Distinct names over units (plus dead atoms with `count_dead`)."""
+    n_units = concepts.size + (np.count_nonzero(~described.alive) if count_dead else 0)
+    if n_units == 0:
         return float("nan")
-    return float(np.unique(concepts).size / n_atoms)
+    return float(np.unique(concepts).size / n_units)
 
 
 def l0(estimator, X, *, codes=None):
@@ -549,14 +549,13 @@ def dictionary_scores(
     if described is not None:
         real = described.draws(names, None, random_state)
         draws = real + (described.draws(names, null, random_state) if null else [])
-        for name, per_atom_score in (("faithfulness", faithfulness_per_atom),
-                                     ("specificity", specificity_per_atom)):
+        for name, per_unit_score in (("faithfulness", faithfulness_per_unit),
+                                     ("specificity", specificity_per_unit)):
             if name in scores:
-                per_draw = per_atom_score(described, draws)
-                out[name] = average(per_draw[:1], described.alive, per_atom=False)
+                per_draw = per_unit_score(described, draws)
+                out[name] = average(per_draw[:1], described, per_atom=False)
                 if null:
-                    out[f"{name}_null"] = average(per_draw[1:], described.alive,
-                                                  per_atom=False)
+                    out[f"{name}_null"] = average(per_draw[1:], described, per_atom=False)
         out["unique_name_ratio"] = _unique_names(described, real[0][1])
     nulls = [f"{name}_null" for name in scores if null and name in _BANK_SCORES[:2]]
     return {name: out[name] for name in [*scores, *nulls]}

@@ -33,3 +33,20 @@ def oracle_coder(bank, n_active=3):
         bank.embeddings.astype(np.float64), transform_algorithm="omp",
         transform_n_nonzero_coefs=n_active,
     )
+
+
+def make_antipodal_data(seed=0):
+    """Rows built from 40 concepts that come in opposite pairs (c and -c), and a
+    dictionary of 20 atoms, one per pair, coded by signed OMP."""
+    _, bank, _ = make_concept_data(n_concepts=20, random_state=seed)
+    pairs = bank.embeddings.astype(np.float64)
+    names = [f"concept {i}" for i in range(20)] + [f"not concept {i}" for i in range(20)]
+    both = ConceptBank(names, np.vstack([pairs, -pairs]))
+    rng = np.random.default_rng(seed)
+    codes = np.zeros((1000, 40))
+    support = np.argsort(rng.random((1000, 40)), axis=1)[:, :3]
+    np.put_along_axis(codes, support, rng.uniform(0.5, 1.5, support.shape), axis=1)
+    X = codes @ both.embeddings.astype(np.float64) + 0.02 * rng.standard_normal((1000, 64))
+    coder = SparseCoder(pairs, transform_algorithm="omp", transform_n_nonzero_coefs=3)
+    return X, both, coder
+

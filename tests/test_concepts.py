@@ -7,7 +7,7 @@ from sklearn.preprocessing import Normalizer
 
 from skdict import ConceptBank, DoubleBatchKSVD, describe_atoms
 
-from _concept_data import make_concept_data, oracle_coder
+from _concept_data import make_antipodal_data, make_concept_data, oracle_coder
 
 
 def test_bank_stores_unit_float32_rows_and_names():
@@ -192,3 +192,23 @@ def test_describe_atoms_bad_input():
         describe_atoms(bank.embeddings, bank.embeddings)
     with pytest.raises(NotFittedError):
         describe_atoms(DoubleBatchKSVD(4), bank, X=X)
+
+
+def test_describe_atoms_names_each_used_sign():
+    """An atom used as c and as -c gets both names, one per sign."""
+    X, bank, coder = make_antipodal_data()
+    out = describe_atoms(coder, bank, X=X)
+    assert out.both_signs.all()
+    main = np.where(out.signs > 0, np.arange(20), np.arange(20) + 20)
+    np.testing.assert_array_equal(out.indices[:, 0], main)
+    np.testing.assert_array_equal(out.opposite_indices[:, 0], (main + 20) % 40)
+    assert all(name.startswith("not ") != main_name.startswith("not ")
+               for name, main_name in zip(out.opposite_names[:, 0], out.names[:, 0]))
+
+
+def test_describe_atoms_has_no_opposite_name_for_one_signed_atoms():
+    X, bank, _ = make_concept_data()
+    out = describe_atoms(oracle_coder(bank), bank, X=X)
+    assert not out.both_signs.any()
+    assert (out.opposite_names == "").all() and (out.opposite_indices == -1).all()
+    assert np.isnan(out.opposite_scores).all()

@@ -15,11 +15,12 @@ from sklearn.preprocessing import Normalizer
 from skdict import ConceptBank, DoubleBatchKSVD
 from skdict.concepts import random_bank
 from skdict._auroc import auroc_of_positive_sets
-from skdict._description import _N_BASELINE_DRAWS, Described, faithfulness_per_atom
-from skdict._dictionary import encoded
+from skdict._description import _N_BASELINE_DRAWS, Described, faithfulness_per_unit
+from skdict._dictionary import MIN_SIGN_SHARE, encoded
 from skdict.metrics import (
     coherence,
     dead_fraction,
+    dictionary_scores,
     explained_variance,
     faithfulness,
     l0,
@@ -33,7 +34,7 @@ from skdict.metrics import (
     unique_name_ratio,
 )
 
-from _concept_data import make_concept_data, oracle_coder
+from _concept_data import make_antipodal_data, make_concept_data, oracle_coder
 
 finite = st.floats(-100, 100, allow_nan=False).filter(lambda v: abs(v) > 1e-3)
 
@@ -94,26 +95,45 @@ def test_auroc_of_positive_sets_matches_roc_auc_score(scores, labels):
             assert np.isnan(got[j])
 
 
-def test_faithfulness_equals_a_direct_per_atom_auroc(rng):
-    """The per-concept ranking gives each atom exactly its own AUROC (float64 data)."""
-    X, bank, _ = make_concept_data(300, random_state=4)
-    model = DoubleBatchKSVD(30, n_nonzero_coefs=3, max_iter=3, random_state=0).fit(X)
-    got = faithfulness(model, X, bank, per_atom=True)
-    codes = model.transform(X)
-    signs = np.where(codes.sum(axis=0) < 0, -1, 1)
+def _direct_unit_aurocs(codes, components, X, bank):
+    """Each signed unit's AUROC computed directly: an atom is a unit in the sign of
+    most of its codes, and a second unit in the other sign when that sign has at
+    least MIN_SIGN_SHARE of its uses; a unit fires where its atom's code has its sign."""
     Xc = X - X.mean(axis=0)
     Xc /= np.linalg.norm(Xc, axis=1, keepdims=True)
     T = bank.embeddings.astype(np.float64) - bank.embeddings.mean(axis=0, dtype=np.float64)
     T /= np.linalg.norm(T, axis=1, keepdims=True)
-    atoms = model.components_ * signs[:, None]
-    names = np.argmax(atoms @ T.T, axis=1)
-    for k in range(30):
-        fires = signs[k] * codes[:, k] > 0
-        if 0 < fires.sum() < len(X):
-            assert got[k] == pytest.approx(roc_auc_score(fires, Xc @ T[names[k]]),
-                                           rel=AUROC_RTOL)
-        else:
-            assert np.isnan(got[k])
+    per_atom = []
+    for k in range(codes.shape[1]):
+        uses, negative = np.sum(codes[:, k] != 0), np.sum(codes[:, k] < 0)
+        main = -1 if negative > uses - negative else 1
+        signs = [main]
+        if 0 < min(negative, uses - negative) >= MIN_SIGN_SHARE * uses:
+            signs.append(-main)
+        aurocs = []
+        for sign in signs if uses else []:
+            d = sign * components[k]
+            fires = sign * codes[:, k] > 0
+            name = np.argmax(d / np.linalg.norm(d) @ T.T)
+            if 0 < fires.sum() < len(X):
+                aurocs.append(roc_auc_score(fires, Xc @ T[name]))
+        per_atom.append(np.mean(aurocs) if aurocs else np.nan)
+    return np.array(per_atom)
+
+
+@pytest.mark.parametrize("positive_code", [False, True])
+def test_faithfulness_equals_a_direct_per_unit_auroc(positive_code):
+    """The per-concept ranking gives each signed unit exactly its own AUROC (float64
+    data); with non-negative codes a unit is an atom, and fires where its code is
+    non-zero."""
+    X, bank, _ = make_concept_data(300, random_state=4)
+    model = DoubleBatchKSVD(30, n_nonzero_coefs=3, max_iter=3, positive_code=positive_code,
+                            random_state=0).fit(X)
+    got = faithfulness(model, X, bank, per_atom=True)
+    expected = _direct_unit_aurocs(model.transform(X), model.components_, X, bank)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=AUROC_RTOL)
 
 
 def test_faithfulness_blocks_of_concepts_give_the_same_scores(concept_data):
@@ -121,8 +141,8 @@ def test_faithfulness_blocks_of_concepts_give_the_same_scores(concept_data):
     X, bank, _, coder = concept_data
     described = Described(encoded(coder, X), bank, True)
     draws = described.draws(None, "gaussian", 0)
-    whole = faithfulness_per_atom(described, draws)
-    blocks = faithfulness_per_atom(described, draws, score_bytes=3 * 8 * len(X))
+    whole = faithfulness_per_unit(described, draws)
+    blocks = faithfulness_per_unit(described, draws, score_bytes=3 * 8 * len(X))
     np.testing.assert_array_equal(blocks, whole)
 
 
@@ -449,3 +469,29 @@ def test_refit_sparsest_in_grid_search_prefers_fewer_nonzeros():
     ).fit(X)
     assert sparse.best_params_ == {"n_nonzero_coefs": 2}
     assert pickle.loads(pickle.dumps(sparse)).best_index_ == 0
+
+
+def test_signs_of_one_atom_are_scored_as_two_units():
+    """20 atoms used as c and -c for 40 concepts: 40 units, each faithful to its
+    own name, each retrieved by it, no name shared."""
+    X, bank, coder = make_antipodal_data()
+    scores = dictionary_scores(coder, X, bank, scores=["faithfulness", "specificity",
+                                                       "unique_name_ratio"])
+    assert scores["faithfulness"] > 0.95
+    assert scores["specificity"] == 1.0 and scores["unique_name_ratio"] == 1.0
+    assert faithfulness(coder, X, bank, per_atom=True).shape == (20,)
+
+
+def test_non_negative_codes_score_as_atoms():
+    """With non-negative codes every unit is an alive atom: specificity and unique
+    names are those of the atoms, named in their own direction."""
+    X, bank, _ = make_concept_data(300, random_state=4)
+    model = DoubleBatchKSVD(30, n_nonzero_coefs=3, max_iter=3, positive_code=True,
+                            random_state=0).fit(X)
+    alive = np.flatnonzero((model.transform(X) != 0).any(axis=0))
+    T = bank.embeddings.astype(np.float64) - bank.embeddings.mean(axis=0, dtype=np.float64)
+    T /= np.linalg.norm(T, axis=1, keepdims=True)
+    names = np.argmax(model.components_ @ T.T, axis=1)
+    retrieved = np.argmax(T[names] @ model.components_.T, axis=1)
+    assert specificity(model, X, bank) == np.mean(retrieved[alive] == alive)
+    assert unique_name_ratio(model, X, bank) == np.unique(names[alive]).size / alive.size

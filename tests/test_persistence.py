@@ -30,6 +30,8 @@ ESTIMATORS = {
                                     callback=lambda env: False),
     "ksvd-nested": lambda: DoubleBatchKSVD(16, n_nonzero_coefs=3, nested_groups=[4, 16],
                                            max_iter=2, random_state=0),
+    "ksvd-positive": lambda: DoubleBatchKSVD(16, n_nonzero_coefs=3, positive_code=True,
+                                             max_iter=3, random_state=0),
     "sae-topk": _sae,
     "sae-batchtopk": lambda: _sae(activation="batchtopk"),
     "sae-jumprelu": lambda: _sae(activation="jumprelu"),

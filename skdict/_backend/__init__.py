@@ -9,6 +9,8 @@ signature on each:
     A sparse coder bound to one dictionary whose ``support(X, algorithm, kmax,
     thresh2, dep_tol)`` codes a chunk of rows and returns numpy ``(indices,
     values, counts)``; ``gram`` is computed where the coder runs when None.
+``positive_coder(dictionary, gram)``
+    The same for non-negative codes (non-negative OMP; ``algorithm`` is "omp").
 ``chunk_rows(n_atoms, n_nonzero_coefs, itemsize)``
     Rows coded per chunk, so that a chunk's working memory fits the backend.
 ``update_dictionary(X, D, codes, *, groups, atom_batch_size, x_norms,
@@ -18,7 +20,7 @@ weight_floor, weighted, n_power_iter)``
 ``uses_host_memory``
     Whether the working buffers live in host memory (checked before a fit).
 
-To add a backend, write a module here with a class exposing these four members,
+To add a backend, write a module here with a class exposing these members,
 and a branch in :func:`resolve_backend` that builds it.
 """
 

@@ -16,14 +16,14 @@ class GroupedEncoder:
     With a single group this is plain :class:`~skdict.pursuit.GramEncoder`.
     """
 
-    def __init__(self, D, groups, pursuit, tol, gram=None, backend=None):
+    def __init__(self, D, groups, pursuit, tol, gram=None, backend=None, positive=False):
         self.D = D
         self.groups = groups
         self.encoders = [
             GramEncoder(
                 D[lo:hi], k, algorithm=pursuit, tol=tol,
                 gram=None if gram is None else np.ascontiguousarray(gram[lo:hi, lo:hi]),
-                backend=backend,
+                backend=backend, positive=positive,
             )
             for lo, hi, k in groups
         ]
@@ -51,11 +51,12 @@ class GroupedEncoder:
         return sp.hstack(parts, format="csr")
 
 
-def block_errors(block, D, groups, pursuit, tol):
+def block_errors(block, D, groups, pursuit, tol, positive=False):
     """Relative residual of each row of one block coded with D."""
     block = check_samples(block)
     D = D.astype(block.dtype, copy=False)
-    codes = GroupedEncoder(D, groups, pursuit=pursuit, tol=tol).encode(block, sparse_output=True)
+    codes = GroupedEncoder(D, groups, pursuit=pursuit, tol=tol, positive=positive).encode(
+        block, sparse_output=True)
     return relative_errors(block, residual_of(block, D, codes))
 
 

@@ -38,14 +38,22 @@ class GramEncoder:
     backend : NumbaBackend or TorchBackend, default=None
         Where the pursuit runs, as returned by ``resolve_backend(backend,
         device)``; None runs the numba kernels on the CPU.
+    positive : bool, default=False
+        Non-negative codes, by non-negative OMP (`algorithm` must be "omp").
     """
 
     def __init__(
-        self, dictionary, n_nonzero_coefs, algorithm="omp", tol=None, gram=None, backend=None
+        self, dictionary, n_nonzero_coefs, algorithm="omp", tol=None, gram=None, backend=None,
+        positive=False,
     ):
         if algorithm not in _ALGORITHMS:
             raise ValueError(
                 f"algorithm must be one of {list(_ALGORITHMS)}, got {algorithm!r}."
+            )
+        if positive and algorithm != "omp":
+            raise ValueError(
+                "Non-negative codes are computed by non-negative OMP; use "
+                f"algorithm='omp' (pursuit='omp') with positive codes, not {algorithm!r}."
             )
         if tol is not None and (not isinstance(tol, Real) or not 0 <= tol < 1):
             raise ValueError(f"tol must be None or a float in [0, 1), got {tol!r}.")
@@ -58,7 +66,8 @@ class GramEncoder:
         # share of its squared norm is treated as linearly dependent.
         self._dep_tol = 100 * float(np.finfo(dictionary.dtype).eps)
         self.backend = NumbaBackend() if backend is None else backend
-        self._coder = self.backend.coder(dictionary, self._check_gram(gram))
+        coder = self.backend.positive_coder if positive else self.backend.coder
+        self._coder = coder(dictionary, self._check_gram(gram))
 
     def _check_gram(self, gram):
         if gram is None:
@@ -113,6 +122,7 @@ def sparse_encode(
     backend="auto",
     device="cpu",
     n_jobs=None,
+    positive=False,
 ):
     """Sparse-code many rows at once by batched greedy pursuit.
 
@@ -154,6 +164,11 @@ def sparse_encode(
     n_jobs : int, default=None
         Threads for the numba kernels, BLAS and torch. ``None`` or ``-1`` use all
         threads numba may use.
+    positive : bool, default=False
+        Non-negative codes, by non-negative OMP (Bruckstein, Elad & Zibulevsky,
+        2008): each step adds the atom of largest positive correlation with the
+        residual and solves non-negative least squares on the support; a row
+        stops early when no correlation is positive. Needs ``algorithm="omp"``.
 
     Returns
     -------
@@ -167,12 +182,14 @@ def sparse_encode(
     >>> D = np.eye(4)[:3]
     >>> sparse_encode([[3.0, 0.0, -2.0, 0.0]], D, n_nonzero_coefs=2)
     array([[ 3.,  0., -2.]])
+    >>> sparse_encode([[3.0, 0.0, -2.0, 0.0]], D, n_nonzero_coefs=2, positive=True)
+    array([[3., 0., 0.]])
     """
     X = check_samples(X, "X")
     D = check_dictionary(dictionary, X.shape[1], dtype=X.dtype)
     with thread_limits(n_jobs):
         encoder = GramEncoder(
             D, n_nonzero_coefs, algorithm=algorithm, tol=tol, gram=gram,
-            backend=resolve_backend(backend, device),
+            backend=resolve_backend(backend, device), positive=positive,
         )
         return encoder.encode(X, sparse_output)

@@ -99,7 +99,7 @@ def test_encode_writes_csr_codes(files):
     np.testing.assert_array_equal(codes.toarray(), model.transform(X))
 
 
-def test_describe_prints_one_line_per_alive_atom(files, capsys):
+def test_describe_prints_one_line_per_alive_atom_and_used_sign(files, capsys):
     tmp, X, _ = files
     model = skdict.load(tmp / "model.skdict")
     bank = ConceptBank.load(tmp / "bank.npz")
@@ -108,11 +108,18 @@ def test_describe_prints_one_line_per_alive_atom(files, capsys):
     assert main(["describe", str(tmp / "model.skdict"), "--concepts", str(tmp / "bank.npz"),
                  "--embeddings", str(tmp / "few.npy"), "--top-k", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert 0 < len(lines) == expected.alive.sum() < 16
-    alive = np.flatnonzero(expected.alive)
-    for line, atom in zip(lines, alive):
-        assert line.startswith(f"atom {atom}\t")
-        assert f"{expected.names[atom, 0]} ({expected.scores[atom, 0]:.3f})" in line
+    wanted = []
+    for atom in np.flatnonzero(expected.alive):
+        sign = "-" if expected.signs[atom] < 0 else "+"
+        wanted.append((f"atom {atom}\t{sign}\t",
+                       f"{expected.names[atom, 0]} ({expected.scores[atom, 0]:.3f})"))
+        if expected.both_signs[atom]:
+            other = "+" if sign == "-" else "-"
+            wanted.append((f"atom {atom}\t{other}\t", f"{expected.opposite_names[atom, 0]} "
+                           f"({expected.opposite_scores[atom, 0]:.3f})"))
+    assert 0 < expected.alive.sum() < 16 and len(lines) == len(wanted)
+    for line, (start, name) in zip(lines, wanted):
+        assert line.startswith(start) and name in line
 
 
 CONCEPTS = ["red", "green", "blue", "a dog", "a cat", "a car", "the sea", "a tree"]

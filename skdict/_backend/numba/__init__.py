@@ -6,6 +6,7 @@ batched rank-1 K-SVD atom updates and the CSR helpers they share.
 
 from ..._rows import rows_per_buffer
 from . import atom_update
+from .nnomp import NNOMPCoder
 from .pursuit import NumbaCoder
 
 # Correlations of one chunk of rows with every atom are held at once; this caps
@@ -23,6 +24,9 @@ class NumbaBackend:
 
     def coder(self, dictionary, gram):
         return NumbaCoder(dictionary, gram)
+
+    def positive_coder(self, dictionary, gram):
+        return NNOMPCoder(dictionary, gram)
 
     def chunk_rows(self, n_atoms, n_nonzero_coefs, itemsize):
         return rows_per_buffer(n_atoms, itemsize, _CHUNK_BYTES)

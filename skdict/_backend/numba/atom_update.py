@@ -13,7 +13,8 @@ from ..jit import FASTMATH
 
 
 def update_dictionary(
-    X, D, codes, *, groups, atom_batch_size, x_norms, weight_floor, weighted, n_power_iter
+    X, D, codes, *, groups, atom_batch_size, x_norms, weight_floor, weighted, n_power_iter,
+    positive=False,
 ):
     """K-SVD update of every group's atoms; return the residual.
 
@@ -39,6 +40,8 @@ def update_dictionary(
         every row 1 (the classic squared-error K-SVD update).
     n_power_iter : int
         Power iterations per atom.
+    positive : bool, default=False
+        Keep the (non-negative) codes non-negative: see ``_rank1_atom``.
 
     Returns
     -------
@@ -52,7 +55,7 @@ def update_dictionary(
         subtract_codes(residual, indptr, indices, data, D, lo, hi)
         update_atoms(
             residual, D, indptr, indices, data, atom_ptr, atom_rows, atom_pos,
-            order, atom_batch_size, x_norms, weight_floor, weighted, n_power_iter,
+            order, atom_batch_size, x_norms, weight_floor, weighted, n_power_iter, positive,
         )
     return residual
 
@@ -90,7 +93,9 @@ def atom_positions(indptr, indices, n_atoms):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _rank1_atom(E, d, rows, coefs, x_norms, floor, weighted, n_power_iter, v_out, u_out):
+def _rank1_atom(
+    E, d, rows, coefs, x_norms, floor, weighted, n_power_iter, positive, v_out, u_out
+):
     """Weighted rank-1 update of one atom from its restricted residual.
 
     Fits ``E_k = E[rows] + coefs dᵀ`` (the residual without atom ``d``) by
@@ -110,6 +115,13 @@ def _rank1_atom(E, d, rows, coefs, x_norms, floor, weighted, n_power_iter, v_out
 
     With ``weighted`` False every ``w_r = 1``: the classic K-SVD update, the
     leading singular pair of ``E_k`` (squared Frobenius error).
+
+    With ``positive`` the coefficients are kept non-negative: ``u_r = max(E_k[r]
+    · v, 0)``, the best non-negative coefficient for a fixed ``v``, and ``v``
+    is refitted to those clipped coefficients, which is exact too (``v ∝ sum_r
+    w_r u_r E_k[r]``). Each half step is a minimisation, so starting from the
+    current atom and its non-negative codes (a feasible point) the weighted
+    loss never rises, and the atom keeps the orientation its codes use.
     """
     m = d.shape[0]
     n = rows.shape[0]
@@ -138,6 +150,8 @@ def _rank1_atom(E, d, rows, coefs, x_norms, floor, weighted, n_power_iter, v_out
             for f in range(m):
                 acc += e[f] * v_out[f]
             u_out[r] = acc + coefs[r] * dv
+            if positive and u_out[r] < 0.0:
+                u_out[r] = 0.0
         if it == n_power_iter:
             return
         w = 0.0
@@ -166,7 +180,7 @@ def _rank1_atom(E, d, rows, coefs, x_norms, floor, weighted, n_power_iter, v_out
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def update_atoms(
     E, D, indptr, indices, data, atom_ptr, atom_rows, atom_pos, order, atom_batch_size,
-    x_norms, floor, weighted, n_power_iter,
+    x_norms, floor, weighted, n_power_iter, positive,
 ):
     """Update the atoms ``order`` in batches; keep ``E``, ``D`` and ``data`` consistent.
 
@@ -197,7 +211,7 @@ def update_atoms(
             u = np.empty(p1 - p0, dtype=data.dtype)
             _rank1_atom(
                 E, D[k], atom_rows[p0:p1], coefs, x_norms, floor, weighted, n_power_iter,
-                new_D[s], u,
+                positive, new_D[s], u,
             )
             for r in range(p1 - p0):
                 new_data[atom_pos[p0 + r]] = u[r]

@@ -5,7 +5,7 @@ tensor operations; both import torch, so this package is imported only once
 :func:`~skdict._backend.resolve_backend` has found it.
 """
 
-from . import atom_update, pursuit
+from . import atom_update, nnomp, pursuit
 
 
 class TorchBackend:
@@ -27,6 +27,9 @@ class TorchBackend:
 
     def coder(self, dictionary, gram):
         return pursuit.TorchCoder(dictionary, gram, self.device)
+
+    def positive_coder(self, dictionary, gram):
+        return nnomp.TorchNNOMPCoder(dictionary, gram, self.device)
 
     def chunk_rows(self, n_atoms, n_nonzero_coefs, itemsize):
         return pursuit.chunk_rows(n_atoms, n_nonzero_coefs, itemsize, self.device)

@@ -3,8 +3,9 @@
 Same maths as the numba kernels (see ``numba.atom_update._rank1_atom``): atoms are
 updated in batches from the same residual, each taking the majorise-minimise
 weighted rank-1 update of its restricted residual by power iteration started
-from the old atom (which fixes the sign, ``v · d >= 0``), and the residual rows
-a batch touches are corrected afterwards.
+from the old atom (which fixes the sign, ``v · d >= 0``), coefficients clipped at
+zero for non-negative codes, and the residual rows a batch touches are corrected
+afterwards.
 
 Where the numba kernels loop over each atom's rows, here a batch of atoms is one
 flat list of CSR entries (row, atom slot, coefficient): the residual rows of
@@ -29,7 +30,7 @@ _SUBTRACT_BYTES = 256 * 2**20
 
 def update_dictionary(
     X, D, codes, *, groups, atom_batch_size, x_norms, weight_floor, weighted, n_power_iter,
-    device,
+    device, positive=False,
 ):
     """K-SVD update of every group's atoms on `device`; return the residual.
 
@@ -54,7 +55,8 @@ def update_dictionary(
             Dt,
         )
         for batch in _batches(order, atom_batch_size, atom_ptr, atom_rows, atom_pos, device):
-            _update_batch(E, Dt, data, *batch, xn, weight_floor, weighted, n_power_iter)
+            _update_batch(E, Dt, data, *batch, xn, weight_floor, weighted, n_power_iter,
+                          positive)
     D[:] = Dt.cpu().numpy()
     codes.data[:] = data.cpu().numpy()
     return E.cpu().numpy()
@@ -80,7 +82,7 @@ def _batches(order, atom_batch_size, atom_ptr, atom_rows, atom_pos, device):
 
 
 def _update_batch(
-    E, D, data, atoms, rows, pos, slots, x_norms, floor, weighted, n_power_iter
+    E, D, data, atoms, rows, pos, slots, x_norms, floor, weighted, n_power_iter, positive
 ):
     """Rank-1 updates of one batch of atoms from the same E; then correct E, D, data."""
     nb = atoms.shape[0]
@@ -95,6 +97,8 @@ def _update_batch(
     for it in range(n_power_iter + 1):
         dv = (D_old * V).sum(1)
         u = (Eg * V[slots]).sum(1) + coefs * dv[slots]
+        if positive:
+            u = u.clamp(min=0)
         if it == n_power_iter:
             break
         wu = weights * u
