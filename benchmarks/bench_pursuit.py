@@ -125,7 +125,7 @@ def main(argv=None):
                         help="comma-separated features x atoms x k")
     parser.add_argument("--rows", default="20000,4000",
                         help="rows coded per shape (one value, or one per shape)")
-    parser.add_argument("--sklearn-rows", type=int, default=2_000)
+    parser.add_argument("--sklearn-rows", type=int, default=500)
     parser.add_argument("--compare-max-atoms", type=int, default=4096,
                         help="run SPAMS and scikit-learn where n_atoms is at most this")
     parser.add_argument("--repeats", type=int, default=3)

@@ -154,8 +154,9 @@ def _choose_candidates(C, bits, tmax, mask, K, tau_factor, spec):
             cbits = bits[b]
             # Branch-free, into the list's spare `TILE` slots: ~1.6% of atoms
             # pass, and a branch would mispredict on each of them.
+            first = b * TILE
             for a in range(tiles.tile_width(K, b)):
-                cand[n] = b * TILE + a
+                cand[np.uint64(n)] = first + a
                 n += cbits[a] & mask >= tau_bits
             if n > cap:
                 break
