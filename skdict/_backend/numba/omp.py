@@ -308,7 +308,8 @@ def _check(cbits, b, width, atom, i, mask, check):
 def _block(K, t, n, support, chol, full, rej, mask, check):
     """Rows t..t+n-1 of U and the correlations after each step, tile by tile.
 
-    Rows t..t+n-1 of U hold the predicted atoms' rows of the Gram matrix.
+    Rows t..t+n-1 of U hold the atoms' rows of the Gram matrix. The
+    correlations at step t are kept in ``C0`` for `_replay`.
     """
     U, C, bits, C0, _, tm = full
     L, v = chol[0], chol[1]
@@ -379,14 +380,57 @@ def _clear_skipped(full, rej, step, mask, K):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def omp_row(alpha0, gram, x2, kmax, thresh2, dep_tol, mask, tau_factor, full, spec, chol, rej,
-            check, idx_out, val_out):
-    """Code one row by OMP; return (support size, number of wrong predictions)."""
-    if x2 <= 0.0:
-        return 0, 0
+def _choose(t, gram, dep_tol, mask, full, chol, support, K):
+    """The exact OMP choice at step t, from the correlations of every atom.
+
+    Fills row t of ``L``, ``v`` and `support` and loads the atom's row of the
+    Gram matrix into row t of U; returns False when no atom is left.
+    """
+    U, C, bits, _, tmax, _ = full
+    L, v = chol[0], chol[1]
+    while True:
+        j = tiles.argmax(bits, tmax, mask, K)
+        if j < 0:
+            return False
+        Ub, a = U[j // TILE], j % TILE
+        d = np.float64(gram[j, j])
+        for q in range(t):
+            w = np.float64(Ub[q, a])
+            L[t, q] = w
+            d -= w * w
+        if d <= dep_tol * gram[j, j]:
+            # j lies in the span of the support: skip it for this step.
+            tiles.clear(C, bits, tmax, mask, j, K)
+            continue
+        L[t, t] = np.sqrt(d)
+        v[t] = np.float64(tiles.get(C, j)) / L[t, t]
+        support[t] = j
+        _load_row(gram[j], U, t)
+        return True
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _omp_steps(alpha0, gram, x2, kmax, thresh2, dep_tol, mask, full, chol, rej, check, idx_out):
+    """OMP one step at a time: the choice, then the row of U and the correlations."""
+    K = alpha0.shape[0]
+    tmax, tm = full[4], full[5]
+    t, err2 = 0, x2
+    while t < kmax and _choose(t, gram, dep_tol, mask, full, chol, idx_out, K):
+        _block(K, t, 1, idx_out, chol, full, rej, mask, check)
+        tmax[:] = tm[1]
+        err2 -= chol[1][t] ** 2
+        t += 1
+        if err2 <= thresh2 * x2:
+            break
+    return t
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _omp_blocks(alpha0, gram, x2, kmax, thresh2, dep_tol, mask, tau_factor, full, spec, chol,
+                rej, check, idx_out):
+    """OMP `BLOCK` predicted steps at a time; return (support size, wrong predictions)."""
     U, C, bits, _, tmax, tm = full
     K = alpha0.shape[0]
-    tiles.load(alpha0, C, bits, tmax, mask)
     n_rej = rej[2]
     t, err2, wrong = 0, x2, 0
     while t < kmax:
@@ -415,19 +459,38 @@ def omp_row(alpha0, gram, x2, kmax, thresh2, dep_tol, mask, tau_factor, full, sp
             err2 = chol[3][t - 1]
         if ok == n and ends:
             break
+    return t, wrong
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def omp_row(alpha0, gram, x2, kmax, thresh2, dep_tol, mask, tau_factor, blocks, full, spec,
+            chol, rej, check, idx_out, val_out):
+    """Code one row by OMP; return (support size, number of wrong predictions)."""
+    if x2 <= 0.0:
+        return 0, 0
+    tiles.load(alpha0, full[1], full[2], full[4], mask)
+    rej[2][0] = 0
+    wrong = 0
+    if blocks:
+        t, wrong = _omp_blocks(alpha0, gram, x2, kmax, thresh2, dep_tol, mask, tau_factor,
+                               full, spec, chol, rej, check, idx_out)
+    else:
+        t = _omp_steps(alpha0, gram, x2, kmax, thresh2, dep_tol, mask, full, chol, rej, check,
+                       idx_out)
     back_substitute(chol[0], chol[1], t, chol[2], val_out)
     return t, wrong
 
 
 @njit(parallel=True, cache=True)
 def omp_chunk(alpha0, gram, x2, kmax, thresh2, dep_tol, bits_type, mask, n_cand, tau_factor,
-              idx, val, nnz, wrong):
+              blocks, idx, val, nnz, wrong):
     """OMP for every row of ``alpha0 = X_chunk Dᵀ``; fills idx/val/nnz row-wise.
 
     ``bits_type`` is the integer type as wide as the float dtype and ``mask``
     the selection rule on its bits (see :mod:`~skdict._backend.numba.tiles`);
-    ``n_cand`` candidate atoms (or all, when there are fewer) predict the
-    steps, chosen above `tau_factor` times the root mean square correlation.
+    With `blocks`, ``n_cand`` candidate atoms (or all, when there are fewer)
+    predict the steps, chosen above `tau_factor` times the root mean square
+    correlation; without, OMP runs one step at a time.
     ``wrong[i]`` counts the wrong predictions of row i (each costs a block).
     """
     n, K = alpha0.shape
@@ -453,6 +516,6 @@ def omp_chunk(alpha0, gram, x2, kmax, thresh2, dep_tol, bits_type, mask, n_cand,
         check = (np.zeros(BLOCK, bits_type), np.zeros(BLOCK, np.bool_))
         for i in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
             nnz[i], wrong[i] = omp_row(
-                alpha0[i], gram, x2[i], kmax, thresh2, dep_tol, mask, tau_factor, full, spec,
-                chol, rej, check, idx[i], val[i],
+                alpha0[i], gram, x2[i], kmax, thresh2, dep_tol, mask, tau_factor, blocks, full,
+                spec, chol, rej, check, idx[i], val[i],
             )

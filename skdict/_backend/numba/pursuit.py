@@ -24,6 +24,11 @@ _SIGN_BITS = {
 # at 16,384 atoms and k = 32 (0.17 at 4096 atoms, k = 16), 256 0.01 times
 # (0.11) for 4% more time.
 N_CANDIDATES = 128
+# Size of U (``n_nonzero_coefs x n_atoms`` floats per row, see .omp) above which
+# OMP computes blocks of predicted steps: while U fits the L2 cache (1 MiB per
+# core here), reading it at every step is cheap and predictions only add work
+# (at 4096 atoms and k = 16, 256 KiB: 0.78x the time of blocks).
+_BLOCKS_ABOVE_BYTES = 2**19
 
 
 class NumbaCoder:
@@ -36,6 +41,9 @@ class NumbaCoder:
         Computed here when None.
     n_candidates : int, default=N_CANDIDATES
         Candidate atoms OMP predicts its steps on; the codes do not depend on it.
+    blocks : bool, default=None
+        Whether OMP computes blocks of predicted steps; None decides by the
+        size of its working rows. The codes do not depend on it.
 
     Attributes
     ----------
@@ -43,10 +51,11 @@ class NumbaCoder:
         For the last chunk coded by OMP, the wrong predictions in each row.
     """
 
-    def __init__(self, dictionary, gram, n_candidates=N_CANDIDATES):
+    def __init__(self, dictionary, gram, n_candidates=N_CANDIDATES, blocks=None):
         self.dictionary = dictionary
         self.gram = dictionary @ dictionary.T if gram is None else gram
         self.n_candidates = n_candidates
+        self.blocks = blocks
         self.mispredictions = np.zeros(0, dtype=np.int64)
 
     def support(self, X, algorithm, kmax, thresh2, dep_tol):
@@ -63,9 +72,16 @@ class NumbaCoder:
             mp_chunk(*args, indices, values, counts)
         else:
             self.mispredictions = np.zeros(n, dtype=np.int64)
-            omp_chunk(*args, self.n_candidates, self._tau_factor(), indices, values, counts,
+            omp_chunk(*args, self.n_candidates, self._tau_factor(),
+                      self.uses_blocks(kmax, X.dtype), indices, values, counts,
                       self.mispredictions)
         return indices, values, counts
+
+    def uses_blocks(self, kmax, dtype):
+        """Whether OMP with `kmax` atoms per row computes blocks of predicted steps."""
+        if self.blocks is not None:
+            return self.blocks
+        return kmax * self.gram.shape[0] * dtype.itemsize > _BLOCKS_ABOVE_BYTES
 
     def _tau_factor(self):
         """Threshold, in root mean squares of ``c``, that `n_candidates` Gaussian
