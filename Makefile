@@ -15,7 +15,7 @@ $(PY):
 	$(PIP) install --quiet --upgrade pip
 
 $(INSTALLED): pyproject.toml constraints.txt | $(PY)
-	$(PIP) install --quiet -c constraints.txt -e ".[test,torch,vision,dask]"
+	$(PIP) install --quiet -c constraints.txt -e ".[test,torch,vision,dask,saelens]"
 	touch $@
 
 $(BENCH_INSTALLED): $(INSTALLED)

@@ -72,8 +72,9 @@ def _good(sentence, needs_stop=True):
     return sum(bool(_WORD.match(w)) for w in words) >= 0.8 * len(words)
 
 
-def man_sentences():
-    """Sentences of the English man pages, in sorted file order."""
+def man_sentences(per_page=PER_PAGE):
+    """Sentences of the English man pages, in sorted file order; at most
+    `per_page` per page (None: all)."""
     for directory in MAN_DIRS:
         if not os.path.isdir(directory):
             continue
@@ -89,7 +90,7 @@ def man_sentences():
                 sentence for paragraph in _roff_paragraphs(text)
                 for sentence in _SPLIT.split(paragraph) if _good(sentence)
             )
-            yield from itertools.islice(page, PER_PAGE)
+            yield from itertools.islice(page, per_page)
 
 
 def _timm_info(name):
@@ -107,9 +108,9 @@ def gloss_sentences():
             yield gloss
 
 
-def build_corpus():
-    """Deduplicated, shuffled sentences (seed 0)."""
-    seen = dict.fromkeys([*man_sentences(), *gloss_sentences()])
+def build_corpus(per_page=PER_PAGE):
+    """Deduplicated, shuffled sentences (seed 0); `per_page` as in man_sentences."""
+    seen = dict.fromkeys([*man_sentences(per_page), *gloss_sentences()])
     sentences = np.array(list(seen), dtype=object)
     np.random.default_rng(0).shuffle(sentences)
     return [str(s) for s in sentences]

@@ -61,27 +61,29 @@ for name, result in results.items():
 # %%
 # Explaining a prediction
 # -----------------------
-# :func:`skdict.inspection.explain` scores each patch by the
-# class evidence it writes into the class token through attention, read in
-# class-embedding space, and upsamples the patch grid to the image. Keeping
-# only the top patches preserves the accuracy better than a random order.
+# :func:`skdict.inspection.explain` scores each patch, by default as the
+# paper's code does: minus the gradient of each block's class-token loss,
+# projected onto the class embeddings, with respect to the class token's
+# attention weights; the patch grid is upsampled to the image. Keeping only the
+# most relevant patches ("negative" perturbation) preserves the accuracy better
+# than a random order, and keeping the least relevant ones ("positive") worse.
 projector = ClassEmbeddingProjector(trained, device="cpu", batch_size=256).fit()
 heatmap = explain(projector, images[:1], y[:1])[0]
 curves = perturbation_test(projector, images, y, random_state=0)
-print(f"AUC keep-top {curves.auc_top:.3f}, random {curves.auc_random:.3f}, "
-      f"keep-bottom {curves.auc_bottom:.3f}")
+print(f"area negative {curves.auc_negative:.3f}, random {curves.auc_random:.3f}, "
+      f"positive {curves.auc_positive:.3f}")
 
 fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
 axes[0].imshow(images[0, 0], cmap="gray_r")
 axes[0].set_title(f"digit {y[0]}")
 limit = np.abs(heatmap).max()
 shown = axes[1].imshow(heatmap, cmap="RdBu_r", vmin=-limit, vmax=limit)
-axes[1].set_title("evidence for the true class")
+axes[1].set_title("relevance for the true class")
 fig.colorbar(shown, ax=axes[1])
 for ax in axes[:2]:
     ax.set_axis_off()
-for name in ("top", "random", "bottom"):
-    axes[2].plot(curves.fractions, curves[name], label=f"keep {name}")
+for name in ("negative", "random", "positive"):
+    axes[2].plot(curves.fractions, curves[name], label=name)
 axes[2].set_xlabel("share of patches kept")
 axes[2].set_ylabel("accuracy")
 axes[2].legend(fontsize=8)

@@ -16,11 +16,13 @@ random weights.
 # Train the digits ViT and fit the probes
 # ---------------------------------------
 # :func:`skdict.inspection.linear_probe` holds out a stratified
-# quarter of the images, fits a logistic regression per layer on the class
-# token and one per image-token position, and scores the held-out images with
-# the probes and with the projection. Both are summarised by the class
-# identifiability ``r = 1 - rank / n_classes`` (1: true class on top; ties
-# count against it).
+# quarter of the images, fits a probe per layer on the class token and one per
+# image-token position, and scores the held-out images with the probes and
+# with the projection. Here the probes are logistic regressions on
+# standardised states (``probe="logistic"``; the default is the authors' ridge
+# regression, see :ref:`sphx_glr_auto_examples_plot_projector_paper_figures.py`).
+# Both are summarised by the class identifiability ``r = 1 - rank / n_classes``
+# (1: true class on top; ties count against it).
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -33,7 +35,7 @@ models = {"trained": train_digits_vit(random_state=0), "random": make_digits_vit
 results = {
     name: linear_probe(
         ClassEmbeddingProjector(model, device="cpu", batch_size=512).fit(), images, y,
-        random_state=0,
+        probe="logistic", random_state=0,
     )
     for name, model in models.items()
 }

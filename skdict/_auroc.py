@@ -1,64 +1,53 @@
-"""Area under the ROC curve for many score/label rows at once.
+"""Area under the ROC curve of one score vector for many sparse sets of positives.
 
-``sklearn.metrics.roc_auc_score`` handles one problem per call; naming thousands
-of atoms needs one AUROC per atom. This uses the Mann-Whitney form,
-``AUROC = (R_pos - n_pos (n_pos + 1) / 2) / (n_pos n_neg)`` with ``R_pos`` the
-sum of the (tie-averaged) ranks of the positives, for every row in one pass.
+Faithfulness asks, for every atom, how well one concept's cosines to all rows
+predict the rows where the atom fires. The cosines depend on the concept only,
+and the positives are sparse, so each concept's scores are sorted once and each
+of its atoms' AUROC comes from binary searches of its positives in that sorted
+vector: ``O(n log n)`` per concept plus ``O(n_pos log n)`` per atom, instead of
+a sort of all rows for every atom.
+
+The Mann-Whitney form, ``AUROC = (R_pos - n_pos (n_pos + 1) / 2) / (n_pos n_neg)``
+with ``R_pos`` the sum of the positives' 1-based ranks among all rows, ties
+given their average rank: a value with ``lo`` rows strictly below it and ``hi``
+rows at or below it has the average rank ``(lo + hi + 1) / 2``, exactly what
+``scipy.stats.rankdata`` gives it and ``sklearn.metrics.roc_auc_score`` counts.
 """
 
 import numpy as np
-import scipy.sparse as sp
 
 
-def row_auroc(scores, labels):
-    """AUROC of each row of `scores` as a predictor of the same row of `labels`.
+def auroc_of_positive_sets(scores, rows, bounds):
+    """AUROC of `scores` as a predictor of each set of positive rows.
 
     Parameters
     ----------
-    scores : ndarray of shape (n_problems, n_samples)
-        Real-valued predictions, one problem per row (C-contiguous is fastest).
-    labels : ndarray or scipy.sparse matrix of shape (n_problems, n_samples)
-        Truthy entries are the positives.
+    scores : ndarray of shape (n_samples,)
+        Real-valued predictions; sorted in place (the caller's buffer).
+    rows : ndarray of int of shape (n_positives,)
+        The positive rows of every set, one set after the other, distinct within
+        a set.
+    bounds : ndarray of int of shape (n_sets + 1,)
+        Set ``j`` holds ``rows[bounds[j]:bounds[j + 1]]``.
 
     Returns
     -------
-    auroc : ndarray of shape (n_problems,)
-        In [0, 1]; NaN for a row with no positive or no negative.
+    auroc : ndarray of shape (n_sets,)
+        In [0, 1]; NaN for a set with no positive or no negative.
     """
-    n = scores.shape[1]
-    ranks = _row_ranks(scores)
-    if sp.issparse(labels):
-        positives = sp.csr_matrix(labels, dtype=bool).astype(np.float64)
-        rank_sum = np.asarray(positives.multiply(ranks).sum(axis=1)).ravel()
-        n_pos = np.asarray(positives.sum(axis=1)).ravel()
-    else:
-        positives = np.asarray(labels, dtype=bool)
-        rank_sum = np.where(positives, ranks, 0.0).sum(axis=1)
-        n_pos = positives.sum(axis=1).astype(np.float64)
+    n = scores.shape[0]
+    values = scores[rows]
+    scores.sort()
+    ranks = (
+        np.searchsorted(scores, values, side="left")
+        + np.searchsorted(scores, values, side="right")
+        + 1
+    ) / 2.0
+    n_pos = np.diff(bounds).astype(np.float64)
+    set_of = np.repeat(np.arange(n_pos.size), np.diff(bounds))
+    rank_sum = np.bincount(set_of, weights=ranks, minlength=n_pos.size)
     n_neg = n - n_pos
-    auroc = np.full(scores.shape[0], np.nan)
+    auroc = np.full(n_pos.size, np.nan)
     ok = (n_pos > 0) & (n_neg > 0)
     auroc[ok] = (rank_sum[ok] - n_pos[ok] * (n_pos[ok] + 1) / 2) / (n_pos[ok] * n_neg[ok])
     return auroc
-
-
-def _row_ranks(scores):
-    """1-based ranks within each row, ties given their average rank.
-
-    Equals ``scipy.stats.rankdata(scores, axis=1)``, about three times faster:
-    one sort of all rows, then tie groups found by running maxima / minima of
-    their boundaries.
-    """
-    n = scores.shape[1]
-    order = np.argsort(scores, axis=1)
-    ordered = np.take_along_axis(scores, order, axis=1)
-    position = np.arange(n)
-    starts = np.ones(ordered.shape, dtype=bool)
-    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    ends = np.ones(ordered.shape, dtype=bool)
-    ends[:, :-1] = starts[:, 1:]
-    first = np.maximum.accumulate(np.where(starts, position, 0), axis=1)
-    last = np.minimum.accumulate(np.where(ends, position, n)[:, ::-1], axis=1)[:, ::-1]
-    ranks = np.empty(ordered.shape)
-    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=1)
-    return ranks

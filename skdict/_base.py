@@ -56,6 +56,14 @@ class _BaseDictionary(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         codes = check_codes(X, self.components_.shape[0])
         return self._decode(codes)
 
+    def _sparse_coder(self, dtype):
+        """A function coding validated rows of `dtype` to CSR, for many chunks of one X.
+
+        Estimators with per-dictionary work (DoubleBatchKSVD's Gram matrix)
+        do it here, once, instead of once per chunk.
+        """
+        return lambda X: self._encode(X, sparse_output=True)
+
     def _decode(self, codes):
         return np.asarray(codes @ self.components_.astype(codes.dtype, copy=False))
 

@@ -26,9 +26,16 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import sys  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
+from numbers import Integral  # noqa: E402
 
 import numba  # noqa: E402
+from sklearn.utils._param_validation import Interval  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
+
+# The values n_jobs may take, for the estimators' _parameter_constraints: joblib's
+# convention, in which 0 has no meaning (scikit-learn refuses it too).
+N_JOBS_CONSTRAINT = [Interval(Integral, None, -1, closed="right"),
+                     Interval(Integral, 1, None, closed="left"), None]
 
 # Multiply-adds per iteration (rows x atoms x features) that one more thread
 # needs before it pays: about a millisecond of work, spread over the dozens of

@@ -18,14 +18,19 @@ and loading need no dependency beyond numpy (safetensors comes only with the
 import contextlib
 import io
 import json
-import os
+import math
 import re
-import tempfile
+import tokenize
 import zipfile
+import zlib
 from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
+
+from ._dictionary import components_of
+from ._staging import atomic_write
+from ._validation import available_memory, magnitude_problem
 
 FORMAT = "skdict-model"
 FORMAT_VERSION = 1
@@ -128,32 +133,6 @@ def _params(estimator):
     return params
 
 
-@contextlib.contextmanager
-def atomic_write(path, suffix=""):
-    """Yield a temporary path next to `path`; move it onto `path` only on success.
-
-    The temporary file lives in the target folder so that ``os.replace`` is an
-    atomic rename: an interrupted write leaves the previous file untouched.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f"{suffix}.tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        # mkstemp creates the file private (0600); give it the mode a plain open() would.
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
-def _default_mode():
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def save(estimator, path, *, format="skdict"):
     """Write a dictionary learner to a file that loads without running code.
 
@@ -238,49 +217,97 @@ def save(estimator, path, *, format="skdict"):
 
 # ---------------------------------------------------------------- reading
 
+# model.json holds the parameters and the plain attributes, a few kilobytes; its
+# largest legitimate part is feature_names_in_, one string per feature: 16 MiB
+# leaves 1,000 characters to each of 16,384 features.
+_MAX_METADATA_BYTES = 1 << 24
+# What zipfile and zlib raise on a damaged archive or member (a bad CRC, a corrupt
+# deflate stream, offsets pointing outside the file, a truncated member), and what
+# numpy's parser of .npy headers (Python's tokenizer) raises on a damaged header.
+_DAMAGED = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError,
+            ValueError, NotImplementedError, SyntaxError, tokenize.TokenError)
+# Members are read into their array this many bytes at a time.
+_READ_CHUNK = 1 << 20
+
 
 class _Decoder:
-    """Rebuild values from JSON, reading arrays from the archive without pickle."""
+    """Rebuild values from JSON, reading arrays from the archive without pickle.
+
+    An array is read only after its ``.npy`` header matched the shape the
+    model implies and the member's size matched the header, so that a file
+    cannot make loading allocate more than the model it claims to hold.
+    """
 
     def __init__(self, archive, where):
         self.archive = archive
         self.where = where
 
-    def _array(self, key):
+    def _array(self, key, shape, kinds=_ARRAY_KINDS):
+        """The array of member ``key.npy``; `shape` holds ints, or None for any length."""
         if not isinstance(key, str) or f"{key}.npy" not in self.archive.namelist():
             raise ModelFileError(f"{self.where}: the array {key!r} is missing.")
+        if shape is None:
+            raise ModelFileError(f"{self.where}: {_label(key)} is not expected to be an array.")
+        info = self.archive.getinfo(f"{key}.npy")
         try:
-            with self.archive.open(f"{key}.npy") as member:
-                array = np.lib.format.read_array(io.BytesIO(member.read()), allow_pickle=False)
-            # read_array gives a read-only, possibly unaligned view of the bytes; a
-            # copy (same memory order) is writable for partial_fit and aligned for BLAS.
-            array = np.array(array, order="K")
-        except ValueError as exc:
+            with self.archive.open(info) as member:
+                found, fortran, dtype = _read_npy_header(member)
+                self._check_header(key, found, dtype, shape, kinds)
+                size = math.prod(found) * dtype.itemsize
+                if info.file_size != member.tell() + size:
+                    raise ModelFileError(
+                        f"{self.where}: {_label(key)} inflates to {info.file_size} bytes; "
+                        f"its shape {found} implies {member.tell() + size}."
+                    )
+                _check_memory(self.where, key, size)
+                array = np.empty(found, dtype, order="F" if fortran else "C")
+                _read_into(member, array)
+        except ModelFileError:
+            raise
+        except _DAMAGED as exc:
             raise ModelFileError(f"{self.where}: cannot read the array {key!r}: {exc}") from exc
-        if array.dtype.kind not in _ARRAY_KINDS:
-            raise ModelFileError(f"{self.where}: the array {key!r} holds {array.dtype} values.")
+        if not dtype.isnative:
+            array = array.astype(dtype.newbyteorder("="))
         if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
             raise ModelFileError(
                 f"{self.where}: the array {key!r} holds NaN or infinite values."
             )
         return array
 
-    def decode(self, value):
+    def _check_header(self, key, found, dtype, shape, kinds):
+        if dtype.kind not in kinds or dtype.hasobject or dtype.itemsize == 0:
+            raise ModelFileError(f"{self.where}: {_label(key)} holds {dtype} values.")
+        if len(found) != len(shape) or any(n is not None and n != m
+                                            for n, m in zip(shape, found)):
+            expected = str(tuple("any" if n is None else n for n in shape)).replace("'", "")
+            raise ModelFileError(
+                f"{self.where}: {_label(key)} has shape {found}; expected {expected}."
+            )
+
+    def decode(self, value, shape=None, kinds=_ARRAY_KINDS):
+        """A JSON value; `shape` and `kinds` are those of the array it may name.
+
+        `shape` None: the value may not be an array (scalars and random states
+        have a fixed shape).
+        """
         if value is None or isinstance(value, (bool, str, Integral)):
             return value
         if isinstance(value, Real):
             return float(value)
         if isinstance(value, dict):
-            return self._decode_tagged(value)
-        raise ModelFileError(f"{self.where}: unexpected value {value!r}.")
+            return self._decode_tagged(value, shape, kinds)
+        raise ModelFileError(f"{self.where}: unexpected value {str(value)[:60]}.")
 
-    def _decode_tagged(self, value):
+    def _decode_tagged(self, value, shape, kinds):
         if "array" in value:
-            return self._array(value["array"])
+            return self._array(value["array"], shape, kinds)
         if "scalar" in value:
-            return self._array(value["scalar"])[()]
+            return self._array(value["scalar"], ())[()]
         if "list" in value or "tuple" in value:
-            items = [self.decode(v) for v in value.get("list", value.get("tuple"))]
+            items = value.get("list", value.get("tuple"))
+            if not isinstance(items, list):
+                raise ModelFileError(f"{self.where}: unexpected value {value!r}.")
+            items = [self.decode(v) for v in items]
             return items if "list" in value else tuple(items)
         if "strings" in value:
             strings = value["strings"]
@@ -290,27 +317,77 @@ class _Decoder:
         if "float" in value and value["float"] in ("inf", "-inf", "nan"):
             return float(value["float"])
         if "random_state" in value:
-            keys = self._array(value["random_state"])
+            # The Mersenne Twister state numpy's get_state gives: 624 32-bit words.
+            keys = self._array(value["random_state"], (624,), kinds="u")
             try:
                 state = np.random.RandomState()
                 state.set_state(("MT19937", keys, value["pos"], value["has_gauss"],
                                  value["cached_gaussian"]))
-            except (KeyError, TypeError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError, OverflowError) as exc:
                 raise ModelFileError(f"{self.where}: invalid random state ({exc}).") from exc
             return state
         raise ModelFileError(f"{self.where}: unexpected value {value!r}.")
 
 
+def _label(key):
+    """The attribute or parameter an array member holds: ``attr.error_`` -> ``error_``."""
+    return str(key).partition(".")[2] or repr(key)
+
+
+def _read_npy_header(member):
+    """(shape, fortran_order, dtype) of an ``.npy`` stream, leaving it at the data."""
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(member)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(member)
+    raise ValueError(f".npy format version {version} is not one numpy writes for numbers")
+
+
+def _read_into(member, array):
+    """Fill `array` (contiguous) from `member`, a chunk at a time (no second copy)."""
+    view = memoryview(array.reshape(-1, order="A").view(np.uint8))
+    done = 0
+    while done < len(view):
+        chunk = member.read(min(_READ_CHUNK, len(view) - done))
+        if not chunk:
+            raise EOFError("the member ends before its data")
+        view[done:done + len(chunk)] = chunk
+        done += len(chunk)
+
+
+def _check_memory(where, key, size):
+    available = available_memory()
+    if available is not None and size > available:
+        raise ModelFileError(
+            f"{where}: the array {key!r} needs {size / 2**30:.1f} GiB but "
+            f"{available / 2**30:.1f} GiB of memory are available."
+        )
+
+
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 def _read_metadata(archive, where):
     try:
-        metadata = json.loads(archive.read(_METADATA).decode("utf-8"))
+        info = archive.getinfo(_METADATA)
     except KeyError:
         raise ModelFileError(
             f"{where} is not a skdict model file (no {_METADATA}); write models with "
             "skdict.save or 'skdict fit'."
         ) from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{where}: {_METADATA} is not valid JSON ({exc}).") from exc
+    if info.file_size > _MAX_METADATA_BYTES:
+        raise ModelFileError(
+            f"{where}: {_METADATA} inflates to {info.file_size / 2**20:.0f} MiB; a model's "
+            f"is a few KiB (at most {_MAX_METADATA_BYTES // 2**20} MiB)."
+        )
+    try:
+        text = archive.read(_METADATA).decode("utf-8")
+        # skdict writes non-finite floats as {"float": "nan"}; bare NaN is not JSON.
+        metadata = json.loads(text, parse_constant=_refuse_constant)
+    except _DAMAGED as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ModelFileError(f"{where}: cannot read {_METADATA} ({exc}).") from exc
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise ModelFileError(f"{where} is not a skdict model file (format is not {FORMAT!r}).")
     version = metadata.get("format_version")
@@ -320,7 +397,7 @@ def _read_metadata(archive, where):
             f"{FORMAT_VERSION}. Upgrade skdict, or save the model again with this version."
         )
     name = metadata.get("class")
-    if name not in ACCEPTED:
+    if not isinstance(name, str) or name not in ACCEPTED:
         raise ModelFileError(
             f"{where} holds a {name!r}; skdict model files hold {ACCEPTED_TEXT}."
         )
@@ -358,88 +435,282 @@ def _check_attribute_name(cls, name, params, where):
         )
 
 
-def _expect(where, name, value, shape):
-    """`value` must be a float or int array of `shape` (None for a Python scalar)."""
-    if shape is None:
-        if not isinstance(value, Real) or isinstance(value, bool):
-            raise ModelFileError(f"{where}: {name} must be a number, got {value!r}.")
-        return
-    if not isinstance(value, np.ndarray) or value.shape != shape:
-        found = value.shape if isinstance(value, np.ndarray) else type(value).__name__
-        raise ModelFileError(f"{where}: {name} has shape {found}; expected {shape}.")
+# ---------------------------------------------------------------- what a model holds
 
 
-def _check_fitted(estimator, where):
-    """Shapes and dtypes implied by the dictionary's size (n_atoms, n_features)."""
-    name = type(estimator).__name__
-    if name == "SparseCoder":
-        D = np.asarray(estimator.dictionary)
-    elif hasattr(estimator, "components_"):
-        D = estimator.components_
-    else:
-        return  # not fitted: only parameters were saved
-    if not isinstance(D, np.ndarray) or D.ndim != 2 or D.dtype.kind != "f" or 0 in D.shape:
-        raise ModelFileError(f"{where}: the dictionary must be a non-empty 2-D float array.")
-    n_atoms, n_features = D.shape
-    n_features_in = getattr(estimator, "n_features_in_", n_features)
-    if not isinstance(n_features_in, Integral) or n_features_in != n_features:
-        raise ModelFileError(
-            f"{where}: n_features_in_={n_features_in!r} but the dictionary has "
-            f"{n_features} features."
-        )
-    n_components = getattr(estimator, "n_components", None)
-    if name != "SparseCoder" and n_components is not None and n_components != n_atoms:
-        raise ModelFileError(
-            f"{where}: components_ has shape {D.shape}; expected ({n_components}, "
-            f"{n_features}) for n_components={n_components}."
-        )
-    names = getattr(estimator, "feature_names_in_", None)
-    if names is not None and np.shape(names) != (n_features,):
-        raise ModelFileError(f"{where}: feature_names_in_ must hold {n_features} names.")
-    for attribute, shape in _SHAPES.get(name, {}).items():
-        if hasattr(estimator, attribute):
-            value = getattr(estimator, attribute)
-            _expect(where, attribute, value, tuple(n_atoms if s == "k" else n_features
-                                                   for s in shape))
-            if attribute != "atom_usage_" and value.dtype.kind != "f":
-                raise ModelFileError(f"{where}: {attribute} must hold floats, not {value.dtype}.")
-    if name == "SparseAutoencoder" and hasattr(estimator, "scale_"):
-        _expect(where, "scale_", estimator.scale_, None)
-        if not estimator.scale_ > 0:
-            raise ModelFileError(f"{where}: scale_ must be positive.")
+class _Dims:
+    """Sizes a model implies: atoms k, features f, iterations i (None: not fitted)."""
+
+    def __init__(self, k, f, i):
+        self.k, self.f, self.i = k, f, i
+
+    def shape(self, symbols):
+        """Sizes of `symbols` ("k", "f", "i" or None); an unknown size matches any."""
+        return tuple(getattr(self, s) if isinstance(s, str) else s for s in symbols)
 
 
-# Fitted attributes whose shape follows from the dictionary: "k" atoms, "f" features.
-_SHAPES = {
-    "DoubleBatchKSVD": {"atom_usage_": ("k",)},
-    "SparseAutoencoder": {
-        "encoder_weight_": ("k", "f"),
-        "encoder_bias_": ("k",),
-        "decoder_bias_": ("f",),
+class _Spec:
+    """What a fitted attribute holds.
+
+    `kind` is one of ``"floats"`` / ``"ints"`` (an array of `shape`, written
+    with "k", "f", "i" for atoms, features, iterations, or None for any
+    length), ``"count"`` (an int >= `minimum`, equal to the dimension `equals`
+    when given), ``"number"``, ``"numbers"`` (a list of `shape`), ``"names"``,
+    ``"choice"`` (a str in `choices`), ``"rng"``, or ``"groups"`` and
+    ``"threshold"``, which depend on the parameters and are read by
+    ``_SPECIAL``.
+    """
+
+    def __init__(self, kind, shape=None, *, optional=False, required=False, minimum=0,
+                 equals=None, choices=()):
+        self.kind, self.shape = kind, shape
+        self.optional, self.required = optional, required
+        self.minimum, self.equals, self.choices = minimum, equals, choices
+
+    def read(self, decoder, value, dims):
+        if "i" in (self.shape or ()) and dims.i is None:
+            raise _Wrong("is there, but n_iter_ (its length) is not an int")
+        shape = dims.shape(self.shape) if self.kind in ("floats", "ints") else None
+        value = decoder.decode(value, shape, {"floats": "f", "ints": "iu"}.get(self.kind, ""))
+        if value is None and self.optional:
+            return None
+        return self._check(value, dims)
+
+    def _check(self, value, dims):
+        kind = self.kind
+        if kind in ("floats", "ints"):
+            expected = "f" if kind == "floats" else "iu"
+            if not isinstance(value, np.ndarray) or value.dtype.kind not in expected:
+                raise _wrong(value, f"an array of {kind}")
+        elif kind == "count":
+            if not isinstance(value, Integral) or isinstance(value, bool) \
+                    or value < self.minimum:
+                raise _wrong(value, f"an int >= {self.minimum}")
+            value = int(value)
+            if self.equals and value != getattr(dims, self.equals):
+                raise _wrong(value, f"{getattr(dims, self.equals)}")
+        elif kind == "number":
+            if not isinstance(value, Real) or isinstance(value, bool) or not np.isfinite(value):
+                raise _wrong(value, "a finite number")
+        elif kind == "numbers":
+            if not isinstance(value, list) or len(value) != dims.shape(self.shape)[0] \
+                    or not all(isinstance(v, Real) and np.isfinite(v) for v in value):
+                raise _wrong(value, f"a list of {dims.shape(self.shape)[0]} numbers")
+        elif kind == "names":
+            if not isinstance(value, np.ndarray) or value.shape != (dims.f,):
+                raise _wrong(value, f"{dims.f} names")
+        elif kind == "choice":
+            if value not in self.choices:
+                raise _wrong(value, f"one of {sorted(self.choices)}")
+        elif kind == "rng" and not isinstance(value, np.random.RandomState):
+            raise _wrong(value, "a random state")
+        return value
+
+
+class _Wrong(Exception):
+    """An attribute value that is not what the model implies (named by the caller)."""
+
+
+def _wrong(value, expected):
+    shown = f"of shape {value.shape}" if isinstance(value, np.ndarray) else repr(value)[:60]
+    return _Wrong(f"is {shown}; expected {expected}")
+
+
+_FITTED = {"n_features_in_": _Spec("count", minimum=1, required=True),
+           "feature_names_in_": _Spec("names")}
+_COMPONENTS = _Spec("floats", ("k", "f"), required=True)
+# Every fitted attribute each class may hold, with what it must be.
+_ATTRIBUTES = {
+    "DoubleBatchKSVD": {
+        **_FITTED, "components_": _COMPONENTS, "_groups": _Spec("groups", required=True),
+        "n_iter_": _Spec("count"), "error_": _Spec("floats", ("i",)),
+        "atom_usage_": _Spec("ints", ("k",)), "_rng": _Spec("rng"),
     },
-    "MiniBatchDictionaryLearning": {"_A": ("k", "k"), "_B": ("f", "k")},
+    "SparseAutoencoder": {
+        **_FITTED, "components_": _COMPONENTS,
+        "encoder_weight_": _Spec("floats", ("k", "f"), required=True),
+        "encoder_bias_": _Spec("floats", ("k",), required=True),
+        "decoder_bias_": _Spec("floats", ("f",), required=True),
+        "threshold_": _Spec("threshold", required=True),
+        "scale_": _Spec("number", required=True), "batch_size_": _Spec("count", minimum=1),
+        "n_iter_": _Spec("count"), "loss_curve_": _Spec("floats", ("i",)),
+        # Set by fit; partial_fit keeps it while n_iter_ grows.
+        "validation_scores_": _Spec("floats", (None,), optional=True),
+        "dead_fraction_": _Spec("number"), "_rng": _Spec("rng"),
+    },
+    "MiniBatchDictionaryLearning": {
+        **_FITTED, "components_": _COMPONENTS,
+        "_A": _Spec("floats", ("k", "k")), "_B": _Spec("floats", ("f", "k")),
+        "_n_components": _Spec("count", minimum=1, equals="k"),
+        "_fit_algorithm": _Spec("choice", choices={"lasso_lars", "lasso_cd"}),
+        "_batch_size": _Spec("count", minimum=1), "_random_state": _Spec("rng"),
+        "_ewa_cost": _Spec("number", optional=True),
+        "_ewa_cost_min": _Spec("number", optional=True),
+        "_no_improvement": _Spec("count"), "n_steps_": _Spec("count"),
+        "n_iter_": _Spec("number"),
+    },
+    "DictionaryLearning": {
+        **_FITTED, "components_": _COMPONENTS, "n_iter_": _Spec("count"),
+        "error_": _Spec("numbers", ("i",)),
+    },
+    "SparseCoder": {**_FITTED, "n_components_": _Spec("count", minimum=1, equals="k")},
 }
+# Parameters that may hold arrays, with their shapes (None: any length).
+_ARRAY_PARAMS = {"dict_init": ("k", "f"), "code_init": (None, "k"), "nested_groups": (None,)}
 
 
-def _check_sae_threshold(estimator, where):
-    if type(estimator).__name__ != "SparseAutoencoder" or not hasattr(estimator, "threshold_"):
-        return
-    value = estimator.threshold_
-    shape = estimator._activation().threshold_shape(estimator.components_.shape[0])
-    if shape is not None:
-        _expect(where, "threshold_", value, shape or None)  # _expect's None: a Python float
-    elif value is not None:
+def _dims(cls_name, metadata, archive, where):
+    """The sizes the file's plain JSON implies, before any array is read."""
+    attributes, params = metadata["attributes"], metadata["params"]
+    f = attributes.get("n_features_in_")
+    if attributes and (not isinstance(f, int) or isinstance(f, bool) or f < 1):
+        raise ModelFileError(f"{where}: n_features_in_ must be a positive int, got {f!r}.")
+    i = attributes.get("n_iter_")
+    i = i if isinstance(i, int) and not isinstance(i, bool) and i >= 0 else None
+    if cls_name == "SparseCoder":
+        k, f = _dictionary_shape(params, archive, where, f)
+        return _Dims(k, f, i)
+    k = params.get("n_components")
+    if k is None and cls_name in ("MiniBatchDictionaryLearning", "DictionaryLearning"):
+        k = f  # scikit-learn's default: as many atoms as features
+    if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+        raise ModelFileError(f"{where}: n_components must be a positive int, got {k!r}.")
+    return _Dims(k, f, i)
+
+
+def _dictionary_shape(params, archive, where, f):
+    """(n_atoms, n_features) of a SparseCoder's dictionary, from its ``.npy`` header."""
+    value = params.get("dictionary")
+    key = value.get("array") if isinstance(value, dict) else None
+    try:
+        with archive.open(f"{key}.npy") as member:
+            shape, _, _ = _read_npy_header(member)
+    except KeyError:
+        raise ModelFileError(f"{where}: the SparseCoder's dictionary is missing.") from None
+    except _DAMAGED as exc:
+        raise ModelFileError(f"{where}: cannot read the dictionary: {exc}") from exc
+    if len(shape) != 2 or 0 in shape or (f is not None and shape[1] != f):
         raise ModelFileError(
-            f"{where}: threshold_ must be None for activation={estimator.activation!r}."
+            f"{where}: the dictionary has shape {shape}; expected (n_atoms, "
+            f"{'n_features' if f is None else f})."
         )
+    return shape
+
+
+def _read_params(metadata, decoder, dims):
+    shapes = {**_ARRAY_PARAMS, "dictionary": ("k", "f")}
+    return {name: decoder.decode(value, dims.shape(shapes[name]) if name in shapes else None)
+            for name, value in metadata["params"].items()}
+
+
+def _read_attributes(estimator, metadata, decoder, dims):
+    cls = type(estimator)
+    schema = _ATTRIBUTES[cls.__name__]
+    params = estimator.get_params(deep=False)
+    attributes = metadata["attributes"]
+    for name, value in attributes.items():
+        _check_attribute_name(cls, name, params, decoder.where)
+        spec = schema.get(name)
+        if spec is None:
+            raise ModelFileError(
+                f"{decoder.where}: unknown attribute {name!r} for {cls.__name__}; the file "
+                "was written by another version of the library or has been altered."
+            )
+        if spec.kind in ("groups", "threshold"):
+            value = _SPECIAL[spec.kind](estimator, decoder, value, dims)
+        else:
+            try:
+                value = spec.read(decoder, value, dims)
+            except _Wrong as exc:
+                raise ModelFileError(f"{decoder.where}: {name} {exc}.") from None
+        setattr(estimator, name, value)
+    if attributes:
+        missing = [name for name, spec in schema.items()
+                   if spec.required and name not in attributes]
+        if missing:
+            raise ModelFileError(
+                f"{decoder.where}: the fitted {cls.__name__} lacks {missing[0]!r}."
+            )
+
+
+def _read_groups(estimator, decoder, value, dims):
+    """DoubleBatchKSVD's atom groups: exactly those its parameters imply."""
+    from ._ksvd.start import group_bounds
+
+    try:
+        expected = [tuple(int(v) for v in group) for group in group_bounds(
+            estimator.nested_groups, estimator.n_components, estimator.n_nonzero_coefs)]
+    except ValueError as exc:
+        raise ModelFileError(f"{decoder.where}: {exc}") from None
+    groups = decoder.decode(value)
+    if groups != expected:
+        raise ModelFileError(
+            f"{decoder.where}: _groups is {str(groups)[:60]}; the parameters imply {expected}."
+        )
+    return groups
+
+
+def _read_threshold(estimator, decoder, value, dims):
+    """A SparseAutoencoder's threshold_, of the shape its activation implies."""
+    shape = estimator._activation().threshold_shape(dims.k)
+    threshold = decoder.decode(value, shape if shape else None)
+    if shape is None and threshold is not None:
+        raise ModelFileError(
+            f"{decoder.where}: threshold_ must be None for "
+            f"activation={estimator.activation!r}."
+        )
+    if shape == () and (not isinstance(threshold, Real) or isinstance(threshold, bool)):
+        raise ModelFileError(f"{decoder.where}: threshold_ must be a number, "
+                             f"got {threshold!r}.")
+    if shape and (not isinstance(threshold, np.ndarray) or threshold.dtype.kind != "f"):
+        raise ModelFileError(f"{decoder.where}: threshold_ must be an array of floats.")
+    return threshold
+
+
+_SPECIAL = {"groups": _read_groups, "threshold": _read_threshold}
+
+
+def check_magnitudes(estimator, where):
+    """Refuse weights whose magnitudes break the arithmetic the model codes with.
+
+    Finite values are not enough: a dictionary whose squared atom norms
+    overflow codes every row as NaN, and an SAE whose ``scale_`` is 1e300
+    (computed in float32) codes every row as zero.
+    """
+    matrices = {"components_": components_of(estimator)}
+    if type(estimator).__name__ == "SparseAutoencoder":
+        matrices["encoder_weight_"] = estimator.encoder_weight_
+        scale = estimator.scale_
+        float32 = np.finfo(np.float32)
+        if not float(float32.tiny) <= scale <= float(float32.max):
+            raise ModelFileError(
+                f"{where}: scale_={scale!r} is not a normal float32 number; the model "
+                "divides its input by scale_ in float32."
+            )
+        vectors = {"encoder_bias_": estimator.encoder_bias_,
+                   "decoder_bias_ / scale_": estimator.decoder_bias_ / scale}
+        if isinstance(estimator.threshold_, np.ndarray):
+            vectors["threshold_"] = estimator.threshold_
+        for name, vector in vectors.items():
+            problem = magnitude_problem(np.atleast_2d(vector), np.float32, name,
+                                        underflow=False)
+            if problem:
+                raise ModelFileError(f"{where}: {name} is {problem}.")
+    for name, matrix in matrices.items():
+        problem = magnitude_problem(matrix, None, name)
+        if problem:
+            raise ModelFileError(f"{where}: {name} is {problem}.")
 
 
 def load(path):
     """Read a model written by :func:`skdict.save`, without running code from the file.
 
     The class must be one of those :func:`skdict.save` writes; its parameters
-    must be the class's own and valid; the arrays must have the shapes and
-    dtypes the dictionary implies and finite values. Anything else raises a
+    must be the class's own and valid; every fitted attribute must be one the
+    class has, with the shape and dtype the model implies (checked on each
+    array's header before the array is read, so that loading never allocates
+    more than the model needs), and finite values of magnitudes its
+    arithmetic can use. Anything else, a damaged archive included, raises a
     ``ValueError`` with a one-line message.
 
     Parameters
@@ -447,8 +718,8 @@ def load(path):
     path : str or path-like
         A file written by :func:`skdict.save` (or ``skdict fit``), or a
         SAELens folder (``cfg.json`` + ``sae_weights.safetensors``, a
-        ``standard``, ``topk`` or ``jumprelu`` SAE), read as a
-        :class:`~skdict.SparseAutoencoder`.
+        ``standard``, ``topk``, ``jumprelu`` or ``batchtopk`` SAE), read as a
+        :class:`~skdict.SparseAutoencoder` that computes in float32.
 
     Returns
     -------
@@ -465,9 +736,12 @@ def load(path):
     if is_saelens_folder(path):
         return load_saelens(path)
     where = repr(str(path))
+    if not Path(path).is_file():
+        # A device or a pipe (/dev/zero) would be read without end.
+        raise ModelFileError(f"{where} is not a regular file (nor a SAELens folder).")
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, EOFError):
+    except _DAMAGED:
         raise ModelFileError(
             f"{where} is not a skdict model file (not a zip archive); write models with "
             "skdict.save or 'skdict fit'."
@@ -476,13 +750,11 @@ def load(path):
         metadata = _read_metadata(archive, where)
         decoder = _Decoder(archive, where)
         cls = resolve_class(metadata["class"])
-        params = {k: decoder.decode(v) for k, v in metadata["params"].items()}
-        estimator = _build(cls, params, where)
-        for name, value in metadata["attributes"].items():
-            _check_attribute_name(cls, name, params, where)
-            setattr(estimator, name, decoder.decode(value))
-    _check_fitted(estimator, where)
-    _check_sae_threshold(estimator, where)
+        dims = _dims(cls.__name__, metadata, archive, where)
+        estimator = _build(cls, _read_params(metadata, decoder, dims), where)
+        _read_attributes(estimator, metadata, decoder, dims)
+    if cls.__name__ == "SparseCoder" or hasattr(estimator, "components_"):
+        check_magnitudes(estimator, where)
     return estimator
 
 
@@ -497,8 +769,10 @@ def _too_deep(where):
 
 def is_model_file(path):
     """Whether `path` is a zip archive holding a skdict ``model.json``."""
+    if not Path(path).is_file():
+        return False
     try:
         with zipfile.ZipFile(path) as archive:
             return _METADATA in archive.namelist()
-    except (zipfile.BadZipFile, OSError, EOFError):
+    except _DAMAGED:
         return False

@@ -62,11 +62,30 @@ def check_magnitude(X, working_dtype=None, name="X", *, underflow=True):
     `working_dtype`. Either way the fix is to rescale X by a constant.
     ``underflow=False`` checks only for overflow.
     """
-    if X.size == 0:
+    problem = magnitude_problem(X, working_dtype, name, underflow=underflow)
+    if problem is None:
         return
+    widen = problem.startswith("too large") and working_dtype is None and X.dtype == np.float32
+    wider = " or pass float64" if widen else ""
+    raise ValueError(
+        f"{name} is {problem}. Rescale {name} by a constant first, e.g. "
+        f"{name} / np.abs({name}).max(){wider}."
+    )
+
+
+def magnitude_problem(X, working_dtype=None, name="X", *, underflow=True, overflow=True):
+    """The magnitude problem :func:`check_magnitude` finds in a 2-D array, or None.
+
+    Returns a phrase such as ``"too large for float32 arithmetic: its squared
+    row norms overflow (largest |X| = 1e+30)"``, for messages that need
+    another fix than rescaling (a model file, a file of embeddings).
+    ``overflow=False`` checks only for underflow.
+    """
+    if X.size == 0:
+        return None
     peak = float(max(X.max(), -X.min()))
     if peak == 0.0:
-        return
+        return None
     if working_dtype is None:
         dtype = X.dtype
         info = np.finfo(dtype)
@@ -88,15 +107,13 @@ def check_magnitude(X, working_dtype=None, name="X", *, underflow=True):
         too_small = peak < float(np.finfo(dtype).tiny)
         what = "its values"
     too_small = too_small and underflow
+    too_large = too_large and overflow
     if not (too_large or too_small):
-        return
+        return None
     direction = "overflow" if too_large else "underflow"
-    widen = too_large and working_dtype is None and dtype == np.float32
-    wider = " or pass float64" if widen else ""
-    raise ValueError(
-        f"{name} is too {'large' if too_large else 'small'} for {np.dtype(dtype).name} "
-        f"arithmetic: {what} {direction} (largest |{name}| = {peak:.3g}). Rescale "
-        f"{name} by a constant first, e.g. {name} / np.abs({name}).max(){wider}."
+    return (
+        f"too {'large' if too_large else 'small'} for {np.dtype(dtype).name} arithmetic: "
+        f"{what} {direction} (largest |{name}| = {peak:.3g})"
     )
 
 

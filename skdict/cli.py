@@ -1,20 +1,23 @@
-"""The ``skdict`` command (also ``python -m skdict``).
+"""The skdict command (also python -m skdict).
 
-Subcommands: ``demo`` (the built-in end-to-end run and its HTML report),
-``fit`` / ``encode`` / ``describe`` / ``score`` / ``explore`` on the user's own
-embeddings. A mistake in the input (missing file, wrong array shape, unreadable
-model, bad parameter, unwritable output) prints one line and exits with code 2;
-output paths are checked before any fitting or encoding starts. Models are
-written and read as .skdict files (skdict.save), which load without running
-code; a pickle or joblib model is read only with --trust-pickle.
+Subcommands: demo (the built-in end-to-end run and its HTML report), embed
+(images or texts to embeddings with a timm or open_clip model), and fit,
+encode, describe, score and explore on the user's own embeddings. A mistake in
+the input (missing file, wrong array shape, unreadable model, bad parameter,
+unwritable output) prints one line and exits with code 2; output paths are
+checked before any fitting or encoding starts. Ctrl-C and SIGTERM end the
+command with one line and exit codes 130 and 143, leaving no temporary files
+and every output as it was. Models are written and read as .skdict files
+(skdict.save), which load without running code; a pickle or joblib model is
+read only with --trust-pickle.
 """
 
 import argparse
+import signal
 import sys
+import threading
 
 import numpy as np
-import scipy.sparse as sp
-from tqdm.auto import tqdm
 
 from . import __version__
 from ._app.files import (
@@ -24,19 +27,19 @@ from ._app.files import (
     check_output_dir,
     check_output_file,
     codes_path,
+    first_line,
     load_bank,
     load_embeddings,
+    load_codes,
     load_images,
     load_model,
     read_lines,
     save_codes,
     save_model,
 )
-from ._dictionary import components_of
+from ._app.embed import fit_embedder, parse_model_spec, run_embed
+from ._dictionary import components_of, encoded
 from ._app.report import format_table
-
-# Rows encoded per step of `skdict encode`: bounds memory and paces the progress bar.
-_ENCODE_CHUNK = 4096
 
 
 def _make_estimator(args):
@@ -68,54 +71,50 @@ def _model(args, path):
     return load_model(path, trust_pickle=args.trust_pickle)
 
 
+def _embeddings(path, model):
+    """Embeddings for `model`: its width, and magnitudes its arithmetic can code."""
+    return load_embeddings(path, _n_features(model),
+                           working_dtype=getattr(model, "_working_dtype", None))
+
+
 def _n_features(model):
     return components_of(model).shape[1]
 
 
-def encode_in_chunks(model, X, *, quiet=True, chunk=_ENCODE_CHUNK):
-    """CSR codes of X, encoded `chunk` rows at a time (a memory map stays on disk)."""
-    blocks = []
-    for start in tqdm(range(0, X.shape[0], chunk), disable=quiet, desc="encode", unit="chunk"):
-        block = model.transform(np.asarray(X[start:start + chunk]))
-        blocks.append(sp.csr_matrix(block))
-    return sp.vstack(blocks, format="csr")
+def _codes(args, model, X):
+    """The codes of X: read from --codes (checked against X and the model), or
+    encoded once here, in row chunks (a memory map stays on disk), with a progress bar."""
+    n_atoms = components_of(model).shape[0]
+    if getattr(args, "codes", None):
+        return load_codes(args.codes, None if X is None else X.shape[0], n_atoms)
+    if X is None:
+        return None
+    return encoded(model, X, progress=not args.quiet).codes
 
 
 def _encode(args):
     output = check_output_file(codes_path(args.output), inputs=[args.model, args.embeddings])
     model = _model(args, args.model)
-    X = load_embeddings(args.embeddings, _n_features(model))
-    codes = encode_in_chunks(model, X, quiet=args.quiet)
+    X = _embeddings(args.embeddings, model)
+    codes = _codes(args, model, X)
     path = save_codes(codes, output)
     _say(args, f"encoded {codes.shape[0]} rows over {codes.shape[1]} atoms "
          f"({codes.nnz / max(codes.shape[0], 1):.1f} non-zeros per row); saved to {path}")
     return 0
 
 
-def _parse_embedder(spec):
-    """``clip:MODEL[:PRETRAINED]`` -> an unfitted CLIPEmbedder."""
-    kind, _, rest = spec.partition(":")
-    if kind != "clip" or not rest:
-        raise CLIError(
-            f"--embedder {spec!r} is not understood; use clip:MODEL[:PRETRAINED], "
-            "e.g. clip:ViT-B-32 or clip:ViT-B-32:/path/to/weights.bin."
-        )
+def _parse_embedder(spec, random_weights=False):
+    """``clip:MODEL[:WEIGHTS]`` -> an unfitted CLIPEmbedder; no weights needs random_weights."""
+    _, model, pretrained = parse_model_spec(spec, "--embedder", random_weights=random_weights,
+                                            kinds=("clip",))
     from .embeddings import CLIPEmbedder
 
-    model, _, pretrained = rest.partition(":")
-    return CLIPEmbedder(model=model, pretrained=pretrained or None)
+    return CLIPEmbedder(model=model, pretrained=pretrained)
 
 
-def _fitted_embedder(spec):
+def _fitted_embedder(spec, random_weights):
     """The embedder of --embedder, loaded: weights that cannot be read give one line."""
-    embedder = _parse_embedder(spec)
-    try:
-        return embedder.fit()
-    # A missing file, an offline hub, or a checkpoint of another architecture
-    # (torch's "Error(s) in loading state_dict").
-    except (OSError, RuntimeError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CLIError(f"--embedder {spec!r}: {message}") from exc
+    return fit_embedder(_parse_embedder(spec, random_weights), spec, "--embedder")
 
 
 _BANK_RECIPE = (
@@ -143,7 +142,8 @@ def _load_bank(args, n_features):
         )
     else:
         texts = read_lines(args.concepts, "concepts file", allow_blank=False)
-        bank = ConceptBank.from_texts(texts, _fitted_embedder(args.embedder))
+        bank = ConceptBank.from_texts(texts, _fitted_embedder(args.embedder,
+                                                              args.random_weights))
     if bank.embeddings.shape[1] != n_features:
         raise CLIError(
             f"the concept bank has {bank.embeddings.shape[1]}-dimensional embeddings but "
@@ -160,8 +160,8 @@ def _describe(args):
     bank = _load_bank(args, n_features)
     if bank is None:
         raise CLIError("describe needs --concepts (BANK.npz, or a text file with --embedder).")
-    X = load_embeddings(args.embeddings, n_features) if args.embeddings else None
-    desc = describe_atoms(model, bank, X=X, top_k=args.top_k)
+    X = _embeddings(args.embeddings, model) if args.embeddings else None
+    desc = describe_atoms(model, bank, top_k=args.top_k, codes=_codes(args, model, X))
     for atom in np.flatnonzero(desc.alive):
         names = ", ".join(
             f"{name} ({score:.3f})"
@@ -173,25 +173,24 @@ def _describe(args):
 
 
 def _score(args):
-    from . import metrics
+    from .metrics import dictionary_scores
 
     model = _model(args, args.model)
     n_features = _n_features(model)
-    X = load_embeddings(args.embeddings, n_features)
+    X = _embeddings(args.embeddings, model)
     bank = _load_bank(args, n_features)
-    X = np.asarray(X)
-    codes = encode_in_chunks(model, X, quiet=args.quiet)
-    X_hat = _reconstruct(model, codes)
-    n_alive = int(np.count_nonzero(codes.getnnz(axis=0)))
+    codes = _codes(args, model, X)
+    scores = dictionary_scores(model, X, bank, codes=codes, baseline=bank is not None)
+    n_atoms = codes.shape[1]
+    n_alive = n_atoms - round(scores["dead_fraction"] * n_atoms)
     rows = [
-        ["signal recovered", metrics.signal_recovered(X, X_hat), None],
-        ["explained variance", metrics.explained_variance(X, X_hat), None],
-        ["alive atoms", f"{n_alive} / {codes.shape[1]}", None],
+        ["signal recovered", scores["signal_recovered"], None],
+        ["explained variance", scores["explained_variance"], None],
+        ["alive atoms", f"{n_alive} / {n_atoms}", None],
     ]
     for name in ("faithfulness", "specificity"):
-        score = getattr(metrics, name)
         rows.append([name, None, None] if bank is None else [
-            name, score(model, X, bank), score(model, X, bank, baseline=True)])
+            name, scores[name], scores[f"{name}_null"]])
     print(format_table(["score", "value", "null level"], rows))
     if bank is None:
         _say(args, "faithfulness and specificity need a concept bank: pass --concepts.")
@@ -201,14 +200,8 @@ def _score(args):
     return 0
 
 
-def _reconstruct(model, codes):
-    if hasattr(model, "inverse_transform"):
-        return model.inverse_transform(codes)
-    return np.asarray(codes @ components_of(model))  # SparseCoder
-
-
 def _explore(args):
-    from .explore import build_site
+    from .explore import build_site, site_size
 
     inputs = [args.model, args.embeddings, args.images, args.labels, args.compare,
               args.concepts]
@@ -218,7 +211,7 @@ def _explore(args):
         raise CLIError("explore needs a learned dictionary (components_); a SparseCoder "
                        "has none: fit one with 'skdict fit'.")
     n_features = _n_features(model)
-    X = load_embeddings(args.embeddings, n_features)
+    X = _embeddings(args.embeddings, model)
     bank = _load_bank(args, n_features)
     images = load_images(args.images, X.shape[0]) if args.images else None
     labels = None
@@ -226,9 +219,21 @@ def _explore(args):
         labels = read_lines(args.labels, "labels file", allow_blank=True)
         check_line_count(labels, X.shape[0], args.labels, "labels file")
     compare = _model(args, args.compare) if args.compare else None
-    index = build_site(model, np.asarray(X), args.out, bank=bank, images=images, labels=labels,
-                       compare=compare)
-    _say(args, f"wrote the atom explorer to {index}")
+    index = build_site(model, X, args.out, bank=bank, images=images, labels=labels,
+                       compare=compare, codes=_codes(args, model, X))
+    n_files, n_bytes = site_size(args.out)
+    _say(args, f"wrote the atom explorer to {index} ({n_files} files, "
+         f"{n_bytes / 2**20:.1f} MB; atom pages load on demand)")
+    return 0
+
+
+def _embed(args):
+    output, listing, (n_rows, width), what = run_embed(
+        args.inputs, args.model, args.output, random_weights=args.random_weights,
+        token=args.token, layer=args.layer, batch_size=args.batch_size, device=args.device,
+        quiet=args.quiet)
+    _say(args, f"embedded {n_rows} {what} with {args.model}: {n_rows} x {width} float32 "
+         f"rows saved to {output}, the {what} in row order to {listing}")
     return 0
 
 
@@ -243,13 +248,29 @@ def _say(args, message):
         print(message, file=sys.stderr)
 
 
+def _add_codes_option(parser, required_rows):
+    parser.add_argument(
+        "--codes", metavar="CODES.npz",
+        help="codes written by 'skdict encode' for these embeddings and this model, "
+        f"used instead of encoding again ({required_rows})")
+
+
 def _add_bank_options(parser):
     group = parser.add_argument_group("concept bank (names for the atoms)")
     group.add_argument("--concepts", metavar="BANK.npz|FILE.txt",
                        help="a ConceptBank saved with ConceptBank.save (.npz), or a text "
                        "file with one concept per line, embedded with --embedder")
-    group.add_argument("--embedder", metavar="clip:MODEL[:PRETRAINED]",
-                       help="open_clip text encoder for --concepts, e.g. clip:ViT-B-32")
+    group.add_argument("--embedder", metavar="clip:MODEL[:WEIGHTS]",
+                       help="open_clip text encoder for --concepts, e.g. "
+                       "clip:ViT-B-32:/path/to/weights.safetensors (WEIGHTS: a checkpoint "
+                       "file or an open_clip tag)")
+    _add_random_weights(group, "the names embedded by a random CLIP mean nothing")
+
+
+def _add_random_weights(parser, why):
+    parser.add_argument("--random-weights", action="store_true",
+                        help=f"use a model given without WEIGHTS with random weights ({why}); "
+                        "without this flag such a model is refused")
 
 
 def _build_parser():
@@ -266,6 +287,7 @@ def _build_parser():
         "code it contains, so use this only for files you made or trust")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_demo(commands, [common])
+    _add_embed(commands, [common])
     _add_fit(commands, [common])
     for add in (_add_encode, _add_describe, _add_score, _add_explore):
         add(commands, [common, reads_models])
@@ -284,6 +306,46 @@ def _add_demo(commands, parents):
     demo.add_argument("--quick", action="store_true",
                       help="smaller problems and fewer iterations (under a minute)")
     demo.set_defaults(run=_demo)
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_embed(commands, parents):
+    embed = commands.add_parser(
+        "embed", parents=parents, help="embed a folder of images or a file of texts",
+        description="Embed the image files of a folder (.png, .jpg, .webp and other "
+        "common formats, in name order) with a timm ViT or an open_clip image encoder, "
+        "or the lines of a UTF-8 text file with an open_clip text encoder. Writes a "
+        "float32 .npy (filled as a memory map and moved into place when complete: an "
+        "interrupted run leaves no partial file) and, beside X.npy, X.inputs.txt: the "
+        "inputs in row order, one image path or text per line.")
+    embed.add_argument("inputs", metavar="IMAGES_DIR|TEXTS.txt")
+    embed.add_argument("--model", required=True,
+                       metavar="timm:NAME[:WEIGHTS]|clip:NAME[:WEIGHTS]",
+                       help="the embedder: a timm model name (images only) or an open_clip "
+                       "model name; WEIGHTS is a checkpoint file (state dict or "
+                       ".safetensors), an open_clip tag, or 'hub' for timm's download")
+    _add_random_weights(embed, "the embeddings of an untrained network mean nothing")
+    embed.add_argument("--token", choices=["cls", "mean"], default=None,
+                       help="timm: the class token (default) or the mean of the patch tokens")
+    embed.add_argument("--layer", type=int, default=None,
+                       help="timm: the block whose output is read (default: -1, the last)")
+    embed.add_argument("--batch-size", type=_positive_int, default=32,
+                       help="images or texts per forward pass (default: %(default)s)")
+    embed.add_argument("--device", default="auto",
+                       help="cpu, cuda, cuda:N or auto (default: %(default)s)")
+    embed.add_argument("-o", "--output", required=True, metavar="X.npy",
+                       help="the embeddings (.npy is appended when missing); the inputs "
+                       "list goes to X.inputs.txt beside it")
+    embed.set_defaults(run=_embed)
 
 
 def _add_fit(commands, parents):
@@ -333,6 +395,8 @@ def _add_describe(commands, parents):
     describe.add_argument("--embeddings", metavar="EMBEDDINGS",
                           help="data deciding which atoms are alive (default: all atoms)")
     describe.add_argument("--top-k", type=int, default=1, help="names per atom")
+    _add_codes_option(describe, "they decide which atoms are alive; with --embeddings they "
+                      "must have one row per embedding")
     _add_bank_options(describe)
     describe.set_defaults(run=_describe)
 
@@ -346,6 +410,7 @@ def _add_score(commands, parents):
         "atoms' names next to their null levels (random banks of the same size).")
     score.add_argument("model", metavar="MODEL.skdict")
     score.add_argument("embeddings", metavar="EMBEDDINGS")
+    _add_codes_option(score, "one row per embedding")
     _add_bank_options(score)
     score.set_defaults(run=_score)
 
@@ -365,17 +430,41 @@ def _add_explore(commands, parents):
                          help="a second model fitted on the same embeddings, matched atom "
                          "to atom on a comparison page")
     explore.add_argument("--labels", metavar="LABELS.txt", help="one label per embedding row")
+    _add_codes_option(explore, "one row per embedding")
     _add_bank_options(explore)
     explore.set_defaults(run=_explore)
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised where the command is, so that its cleanup (temporary files) runs.
+
+    A BaseException, as KeyboardInterrupt is: no ``except Exception`` swallows it.
+    """
+
+
+def _terminate(signum, frame):
+    raise _Terminated
 
 
 def main(argv=None):
     """Run the ``skdict`` command line; return the exit code."""
     args = _build_parser().parse_args(argv)
+    # Python's default SIGTERM action kills the process on the spot, leaving
+    # temporary files behind; signal.signal works in the main thread only.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
     try:
         return args.run(args)
     # OSError: a full disk or a permission refused while writing.
     except (CLIError, ValueError, ImportError, OSError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"skdict {args.command}: error: {message}", file=sys.stderr)
+        print(f"skdict {args.command}: error: {first_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"skdict {args.command}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except _Terminated:
+        print(f"skdict {args.command}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)

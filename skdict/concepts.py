@@ -11,10 +11,10 @@ from collections import Counter
 from numbers import Integral
 
 import numpy as np
-import scipy.sparse as sp
 from sklearn.utils import Bunch, check_random_state
 
-from ._dictionary import components_from, encode, is_estimator_like
+from ._dictionary import atom_usage, check_codes, components_from, encoded, is_estimator_like
+from ._null_dictionary import gaussian_sampler
 from ._rows import _centred_unit_rows, _unit_rows
 from ._validation import check_samples
 
@@ -230,12 +230,22 @@ class ConceptBank:
                     f"{path} is not a ConceptBank file: it lacks {sorted(missing)}; "
                     "write banks with ConceptBank.save."
                 )
-            return cls(
-                data["names"].tolist(), data["embeddings"], center=bool(data["center"])
-            )
+            names, center = data["names"], data["center"]
+            # save writes a 1-D array of str and one bool; anything else is another file.
+            if names.ndim != 1 or names.dtype.kind != "U":
+                raise ValueError(
+                    f"names is a {names.ndim}-D array of {names.dtype}; a bank's names are "
+                    "a 1-D array of strings (write banks with ConceptBank.save)."
+                )
+            if center.shape != () or center.dtype != bool:
+                raise ValueError(f"center must be one bool, not {center!r}.")
+            try:
+                return cls(names.tolist(), data["embeddings"], center=bool(center))
+            except TypeError as exc:  # an empty name: bad content, not a caller's mistake
+                raise ValueError(str(exc)) from exc
 
 
-def describe_atoms(estimator_or_components, bank, *, X=None, top_k=1):
+def describe_atoms(estimator_or_components, bank, *, X=None, top_k=1, codes=None):
     """Name every atom of a dictionary with its closest concepts.
 
     Atom ``k`` is named by the concepts ``m`` of highest cosine
@@ -257,6 +267,10 @@ def describe_atoms(estimator_or_components, bank, *, X=None, top_k=1):
         Without X every atom counts as alive with sign +1.
     top_k : int, default=1
         Concepts per atom, best first.
+    codes : array-like or sparse matrix of shape (n_samples, n_components), default=None
+        The estimator's codes of some rows (``transform(X)``, or the file
+        ``skdict encode`` writes): dead atoms and atom signs are read from them
+        instead of encoding X. With X too, they must be the codes of X.
 
     Returns
     -------
@@ -295,11 +309,13 @@ def describe_atoms(estimator_or_components, bank, *, X=None, top_k=1):
         )
     D = components_from(estimator_or_components)
     check_same_space(D, bank)
-    if X is None:
-        alive, signs = np.ones(D.shape[0], dtype=bool), np.ones(D.shape[0], dtype=int)
+    if X is not None:
+        run = encoded(estimator_or_components, X, codes)
+        alive, signs = run.alive, run.signs
+    elif codes is not None:
+        alive, signs = atom_usage(check_codes(codes, _n_rows(codes), D.shape[0]).tocsc())
     else:
-        _, _, codes = encode(estimator_or_components, X)
-        alive, signs = atom_usage(codes)
+        alive, signs = np.ones(D.shape[0], dtype=bool), np.ones(D.shape[0], dtype=int)
     indices, scores = top_concepts(D * signs[:, None], concept_vectors(bank), top_k)
     return Bunch(
         names=np.asarray(bank.names, dtype=str)[indices],
@@ -341,27 +357,31 @@ def random_bank(bank, random_state, distribution="gaussian"):
     and covariance (of its unit embeddings), so the random concepts share the
     bank's anisotropy; ``"sphere"`` draws uniformly on the unit sphere.
     """
-    rng = check_random_state(random_state)
-    E = bank.embeddings.astype(np.float64)
-    if distribution == "sphere":
-        return ConceptBank(bank.names, rng.standard_normal(E.shape), center=bank.center)
-    mean = E.mean(axis=0)
-    # N(mean, C) with C = Ec.T Ec / (n - 1), sampled through the thin SVD of the
-    # centred bank: cheap for any number of concepts, exact when C is singular.
-    _, s, Vt = np.linalg.svd(E - mean, full_matrices=False)
-    z = rng.standard_normal((E.shape[0], s.size))
-    sample = mean + (z * (s / np.sqrt(max(E.shape[0] - 1, 1)))) @ Vt
-    return ConceptBank(bank.names, sample, center=bank.center)
+    return RandomBanks(bank, distribution).draw(check_random_state(random_state))
 
 
-def atom_usage(codes):
-    """Which atoms some row uses, and each atom's sign (-1 if its mean non-zero
-    code is negative)."""
-    codes = sp.csc_matrix(codes, copy=True)
-    codes.eliminate_zeros()
-    alive = np.diff(codes.indptr) > 0
-    signs = np.where(np.asarray(codes.sum(axis=0)).ravel() < 0, -1, 1)
-    return alive, signs
+class RandomBanks:
+    """Draws of :func:`random_bank`; the Gaussian's thin SVD is computed once for all draws."""
+
+    def __init__(self, bank, distribution="gaussian"):
+        self.bank, self.distribution = bank, distribution
+        self.shape = bank.embeddings.shape
+        if distribution != "sphere":
+            self._gaussian = gaussian_sampler(bank.embeddings)
+
+    def draw(self, rng):
+        """One random bank, drawn with the generator `rng`."""
+        bank = self.bank
+        if self.distribution == "sphere":
+            vectors = rng.standard_normal(self.shape)
+        else:
+            vectors = self._gaussian(rng, self.shape[0])
+        return ConceptBank(bank.names, vectors, center=bank.center)
+
+
+def _n_rows(codes):
+    shape = getattr(codes, "shape", None)
+    return shape[0] if shape is not None and len(shape) == 2 else np.asarray(codes).shape[0]
 
 
 def top_concepts(atoms, T, top_k):
@@ -373,7 +393,9 @@ def top_concepts(atoms, T, top_k):
     for start in range(0, n_atoms, _ATOM_CHUNK):
         rows = slice(start, start + _ATOM_CHUNK)
         cos = atoms[rows] @ T.T
-        if top_k < T.shape[0]:
+        if top_k == 1:
+            part = np.argmax(cos, axis=1)[:, None]
+        elif top_k < T.shape[0]:
             part = np.argpartition(-cos, top_k - 1, axis=1)[:, :top_k]
         else:
             part = np.broadcast_to(np.arange(T.shape[0]), cos.shape)

@@ -3,7 +3,9 @@
 :class:`TimmEmbedder` reads the residual stream of any block of a timm ViT;
 :class:`CLIPEmbedder` gives the joint image-text embeddings of an open_clip
 model, whose text side names dictionary atoms through
-:class:`~skdict.ConceptBank`.
+:class:`~skdict.ConceptBank`. Neither uses random weights unless asked to with
+``pretrained="random"``: embeddings of an untrained network look like any
+others but mean nothing.
 """
 
 import os
@@ -16,11 +18,11 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._optional import import_optional, resolve_device
-from ._vit.checkpoint import check_weights_file
+from ._vit.checkpoint import check_weights_file, no_weights_error, reading_weights
 from ._vit.hooks import capture
 from ._vit.hub import hub_download
 from ._vit.images import images_to_tensor, timm_images_to_tensor
-from ._vit.timm_models import create_timm_model
+from ._vit.timm_models import check_timm_weights, create_timm_model
 
 
 class _BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -62,10 +64,15 @@ class TimmEmbedder(_BaseEmbedder):
         The class token, the mean over patch tokens, or every token as its
         own row (n_images * n_tokens rows, image by image, prefix tokens
         first).
-    pretrained : bool, str or os.PathLike, default=False
-        For a model name: False for random weights, True for the hub weights,
-        or the path of a local checkpoint file (a state dict or
-        ``.safetensors``; checked to load with ``torch.load(weights_only=True)``).
+    pretrained : bool, str, os.PathLike or None, default=None
+        The weights of a model name: True for the hub weights, the path of a
+        local checkpoint file (a state dict or ``.safetensors``; checked to
+        load with ``torch.load(weights_only=True)``, and to fit the
+        architecture), or ``"random"`` for random weights chosen on purpose
+        (e.g. as a baseline; a file named ``random`` is ``"./random"``). With
+        a model name, None and False are refused by `fit`, so that an
+        untrained network is never used by default. Leave it None when
+        `model` is a module, which keeps its own weights.
     batch_size : int, default=32
         Images per forward pass.
     device : str, default="auto"
@@ -98,7 +105,7 @@ class TimmEmbedder(_BaseEmbedder):
         "model": [str, os.PathLike, HasMethods(["forward", "eval"])],
         "layer": [Integral],
         "token": [StrOptions({"cls", "mean", "all"})],
-        "pretrained": ["boolean", str, os.PathLike],
+        "pretrained": ["boolean", str, os.PathLike, None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str],
     }
@@ -109,7 +116,7 @@ class TimmEmbedder(_BaseEmbedder):
         *,
         layer=-1,
         token="cls",
-        pretrained=False,
+        pretrained=None,
         batch_size=32,
         device="auto",
     ):
@@ -135,6 +142,7 @@ class TimmEmbedder(_BaseEmbedder):
         """
         torch = import_optional("torch", "vision", self._feature)
         self.device_ = resolve_device(self.device, torch)
+        check_timm_weights(self.model, self.pretrained, torch)
         model = create_timm_model(self.model, self.pretrained, self._feature)
         blocks = getattr(model, "blocks", None)
         if blocks is None:
@@ -193,12 +201,9 @@ def _open_clip_source(model, pretrained, open_clip):
             "open_clip.list_models() (e.g. 'ViT-B-32')."
         )
     if pretrained is None:
+        raise no_weights_error(model, "an open_clip tag or a checkpoint path")
+    if pretrained == "random":
         return "random"
-    if not isinstance(pretrained, (str, os.PathLike)):
-        raise TypeError(
-            f"pretrained must be None, an open_clip tag or a file path, got "
-            f"{type(pretrained).__name__}."
-        )
     path = Path(pretrained)
     if path.is_file():
         return "file"
@@ -219,13 +224,17 @@ class CLIPEmbedder(_BaseEmbedder):
     model : str, default="ViT-B-32"
         An open_clip model name (``open_clip.list_models()``).
     pretrained : str, os.PathLike or None, default=None
-        None for random weights; an open_clip tag such as ``"laion2b_s34b_b79k"``
-        (downloaded from the hub; fails at once with advice when it is
-        unreachable); or the path of a local checkpoint (a state dict or
-        ``.safetensors``), loaded strictly; a pickle that needs more than
-        ``torch.load(weights_only=True)`` is refused, as it could run code.
-        With a file, the tag's preprocessing and QuickGELU settings are not
-        applied: use the ``-quickgelu`` model names for OpenAI weights.
+        An open_clip tag such as ``"laion2b_s34b_b79k"`` (downloaded from the
+        hub; fails at once with advice when it is unreachable); the path of a
+        local checkpoint (a state dict or ``.safetensors``), loaded strictly
+        (a pickle that needs more than ``torch.load(weights_only=True)`` is
+        refused, as it could run code; a file of another architecture, or no
+        checkpoint at all, raises one ValueError); or ``"random"`` for random
+        weights chosen on purpose (a file named ``random`` is ``"./random"``).
+        None, the default, is refused by `fit`: a random CLIP's embeddings,
+        and the atom names drawn from them, mean nothing. With a file, the
+        tag's preprocessing and QuickGELU settings are not applied: use the
+        ``-quickgelu`` model names for OpenAI weights.
     normalize : bool, default=True
         Return unit-norm embeddings, as CLIP compares them by cosine.
     batch_size : int, default=32
@@ -245,6 +254,17 @@ class CLIPEmbedder(_BaseEmbedder):
         Where it runs.
     n_features_out_ : int
         Width of the joint embedding space.
+
+    Examples
+    --------
+    Weights are always chosen: a checkpoint file, a tag, or ``"random"``.
+
+    >>> from skdict import CLIPEmbedder
+    >>> CLIPEmbedder("ViT-B-32").fit()
+    Traceback (most recent call last):
+    ...
+    ValueError: model='ViT-B-32' was given no weights: set pretrained to an open_clip tag ...
+    >>> clip = CLIPEmbedder("ViT-B-32", pretrained="/path/to/open_clip_model.safetensors")
     """
 
     _feature = "CLIPEmbedder"
@@ -293,19 +313,10 @@ class CLIPEmbedder(_BaseEmbedder):
                 )
         elif source == "file":
             check_weights_file(self.pretrained, "pretrained", torch)
-            try:
+            with reading_weights(self.pretrained, "pretrained", self.model):
                 model, _, preprocess = open_clip.create_model_and_transforms(
                     self.model, pretrained=str(self.pretrained)
                 )
-            # open_clip reports a checkpoint of another architecture with an assert
-            # (positional embedding widths) or torch's load_state_dict RuntimeError.
-            except (AssertionError, RuntimeError) as exc:
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "mismatch"
-                raise ValueError(
-                    f"pretrained={str(self.pretrained)!r} does not hold weights of "
-                    f"model={self.model!r} ({reason}); pass the architecture the "
-                    "checkpoint was saved from."
-                ) from exc
         else:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 self.model, pretrained=None

@@ -11,11 +11,9 @@ on an atom's own page lives in pages of :data:`PAGE_SIZE` atoms loaded on
 demand, so that a dictionary of 16,384 atoms opens at once.
 """
 
-import contextlib
 import json
 import math
 import shutil
-import tempfile
 from importlib import resources
 from numbers import Integral
 from pathlib import Path
@@ -25,9 +23,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._app import explore_data as data
 from ._optional import import_optional
+from ._staging import check_free, owned_entries, staged_folder
 from ._validation import check_dictionary, check_samples
-from .concepts import atom_usage, describe_atoms
-from .metrics import explained_variance, faithfulness, signal_recovered, specificity
+from ._description import Described, faithfulness_per_atom, specificity_per_atom
+from ._dictionary import encoded
+from .concepts import concept_vectors, top_concepts
 
 PAGE_SIZE = 64
 _N_NAMES = 5
@@ -37,6 +37,14 @@ _N_COMPARE_SAMPLES = 3
 _THUMB_SIZE = 96
 _THUMBS_PER_FOLDER = 1000
 _CHANNELS = (1, 3, 4)
+# Lists the entries build_site wrote into out_dir, so that a rebuild replaces
+# those and never a file or folder of the user's with the same name.
+_MANIFEST = ".skdict-site.json"
+
+
+def _site_entries(images):
+    """The entries of out_dir a site writes (thumbnails only with images)."""
+    return ("index.html", "assets", "data") + (() if images is None else ("thumbs",))
 
 
 def build_site(
@@ -50,6 +58,7 @@ def build_site(
     projector=None,
     top_k=16,
     compare=None,
+    codes=None,
 ):
     """Write a static atom-explorer site for a fitted dictionary.
 
@@ -69,10 +78,13 @@ def build_site(
     X : array-like of shape (n_samples, n_features)
         Embeddings to encode; the statistics and top samples come from them.
     out_dir : str or path-like
-        Folder to write to; created if needed. The site is built in a
-        temporary folder next to it and moved into place only when complete,
-        replacing the files and folders of an earlier build (other files in
-        `out_dir` are left alone); a failed build leaves `out_dir` unchanged.
+        Folder to write to; created if needed. The site (``index.html``,
+        ``assets/``, ``data/``, ``thumbs/`` with images, and the list of these,
+        ``.skdict-site.json``) is built in a hidden folder inside it and moved
+        into place only when complete, replacing an earlier build's entries.
+        Other files in `out_dir` are left alone, and if one of them has the
+        name of an entry, a ``FileExistsError`` is raised before any work; a
+        failed or interrupted build leaves `out_dir` as it was.
     bank : ConceptBank, default=None
         Concepts that name the atoms (:func:`~skdict.describe_atoms`) and give
         the faithfulness and specificity scores. Without it atoms are unnamed.
@@ -129,25 +141,26 @@ def build_site(
     final = Path(out_dir)
     if final.exists() and not final.is_dir():
         raise ValueError(f"out_dir={str(final)!r} is a file; pass a folder for the site.")
-    with _staging(final) as out:
+    check_free(final, _site_entries(images), _MANIFEST)
+    run = encoded(estimator, X, codes)
+    with staged_folder(final, _MANIFEST) as out:
         thumbs = _Thumbnails(out, images)
-        codes = data.sparse_codes(estimator, X)
-        atoms = _AtomSummary(estimator, components, X, codes, bank)
+        atoms = _AtomSummary(run, bank)
+        by_atom = run.by_atom
 
-        overview = _overview(estimator, X, codes, atoms, bank, images, labels, projector)
+        overview = _overview(run, atoms, bank, images, labels, projector)
         pushes = _class_scores(projector, components * atoms.signs[:, None])
-        top = [data.top_samples(codes, k, top_k) for k in range(len(components))]
+        top = [data.top_samples(by_atom, k, top_k) for k in range(len(components))]
         neighbors = data.nearest_atoms(components, _N_NEIGHBORS)
         pages = []
         for k in range(len(components)):
             rows, values = top[k]
             thumbs.add(rows)
-            pages.append(_atom_page(k, atoms, codes, rows, values, labels, neighbors, pushes))
+            pages.append(_atom_page(k, atoms, by_atom, rows, values, labels, neighbors, pushes))
 
         if compare is not None:
-            comparison = _comparison(
-                components, atoms, top, compare, compare_components, X, bank, thumbs
-            )
+            comparison = _comparison(components, atoms, top, encoded(compare, run.X),
+                                     compare_components, bank, thumbs)
             _write_data(out / "data" / "compare.js", "compare", comparison.pop("pairs"))
             overview["compare"] = comparison
 
@@ -162,26 +175,29 @@ def build_site(
     return final / "index.html"
 
 
-@contextlib.contextmanager
-def _staging(final):
-    """Yield a temporary folder next to `final`; move its entries into `final` on success.
+def site_size(out_dir):
+    """``(n_files, n_bytes)`` of the site :func:`build_site` wrote into `out_dir`.
 
-    A site is many files: building them elsewhere and renaming each top-level
-    entry into place means an error half-way (a corrupt image, a full disk)
-    never leaves a half-built site behind an older ``index.html``.
+    Counts the entries the build wrote (its manifest lists them), not other
+    files the folder holds.
+
+    Parameters
+    ----------
+    out_dir : str or path-like
+        The folder given to :func:`build_site`.
+
+    Returns
+    -------
+    n_files : int
+    n_bytes : int
     """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        yield stage
-        final.mkdir(exist_ok=True)
-        for entry in sorted(stage.iterdir()):
-            target = final / entry.name
-            if target.is_dir() and not target.is_symlink():
-                target.rename(stage / f".previous-{entry.name}")  # removed with the stage
-            entry.rename(target)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    n_files = n_bytes = 0
+    for name in sorted(owned_entries(Path(out_dir), _MANIFEST)):
+        entry = Path(out_dir) / name
+        files = [entry] if entry.is_file() else [p for p in entry.rglob("*") if p.is_file()]
+        n_files += len(files)
+        n_bytes += sum(p.stat().st_size for p in files)
+    return n_files, n_bytes
 
 
 def _check_estimator_and_data(estimator, X, name="estimator"):
@@ -237,32 +253,32 @@ def _check_labels(labels, n_samples):
 
 
 class _AtomSummary:
-    """Per-atom names, usage, mean activation and concept scores."""
+    """Per-atom names, usage, mean activation and concept scores of one encoding."""
 
-    def __init__(self, estimator, components, X, codes, bank):
-        self.usage, self.mean_activation = data.atom_statistics(codes)
-        self.alive, self.signs = atom_usage(codes)
-        n_atoms = len(components)
+    def __init__(self, run, bank):
+        self.usage, self.mean_activation = data.atom_statistics(run.by_atom)
+        self.alive, self.signs = run.alive, run.signs
+        n_atoms = len(run.components)
         self.names = None
         self.faithfulness = np.full(n_atoms, np.nan)
         self.specificity = np.full(n_atoms, np.nan)
         if bank is not None:
-            self.names = describe_atoms(
-                estimator, bank, X=X, top_k=min(_N_NAMES, len(bank))
-            )
-            self.faithfulness = faithfulness(estimator, X, bank, per_atom=True)
-            self.specificity = specificity(estimator, X, bank, per_atom=True)
+            described = Described(run, bank, center=True)
+            T = concept_vectors(bank)
+            indices, scores = top_concepts(described.atoms, T, min(_N_NAMES, len(bank)))
+            self.names = (np.asarray(bank.names, dtype=str)[indices], scores)
+            draws = described.draws(None, None, 0)
+            self.faithfulness = faithfulness_per_atom(described, draws)[0]
+            self.specificity = specificity_per_atom(described, draws)[0]
 
     def top_names(self, k):
         if self.names is None:
             return []
-        return [
-            [str(name), _number(score)]
-            for name, score in zip(self.names.names[k], self.names.scores[k])
-        ]
+        names, scores = self.names
+        return [[str(name), _number(score)] for name, score in zip(names[k], scores[k])]
 
     def name(self, k):
-        return None if self.names is None else str(self.names.names[k][0])
+        return None if self.names is None else str(self.names[0][k][0])
 
     def table(self):
         """The atom list as columns; concept names stored once each."""
@@ -274,7 +290,7 @@ class _AtomSummary:
             "names": unique,
             "name": [position.get(name, -1) for name in names],
             "cos": [
-                None if self.names is None else _number(self.names.scores[k][0])
+                None if self.names is None else _number(self.names[1][k][0])
                 for k in range(n_atoms)
             ],
             "usage": _numbers(self.usage, 6),
@@ -283,20 +299,20 @@ class _AtomSummary:
         }
 
 
-def _overview(estimator, X, codes, atoms, bank, images, labels, projector):
-    l0_counts, l0_lo, l0_hi = data.l0_histogram(codes)
-    X_hat = estimator.inverse_transform(codes.tocsr())
+def _overview(run, atoms, bank, images, labels, projector):
+    l0_counts, l0_lo, l0_hi = data.l0_histogram(run.codes)
+    recovered, explained = run.reconstruction
     alive = atoms.alive
     return {
-        "model": type(estimator).__name__,
-        "n_atoms": int(codes.shape[1]),
-        "n_samples": int(X.shape[0]),
-        "n_features": int(X.shape[1]),
+        "model": type(run.step).__name__,
+        "n_atoms": int(run.codes.shape[1]),
+        "n_samples": int(run.n_samples),
+        "n_features": int(run.X.shape[1]),
         "n_alive": int(alive.sum()),
         "alive_fraction": _number(alive.mean()),
         "scores": {
-            "signal_recovered": _number(signal_recovered(X, X_hat)),
-            "explained_variance": _number(_safe_explained_variance(X, X_hat)),
+            "signal_recovered": _number(recovered),
+            "explained_variance": _number(explained),
             "faithfulness": _mean_alive(atoms.faithfulness, alive),
             "specificity": _mean_alive(atoms.specificity, alive),
         },
@@ -304,7 +320,7 @@ def _overview(estimator, X, codes, atoms, bank, images, labels, projector):
             "counts": l0_counts,
             "lo": l0_lo,
             "hi": l0_hi,
-            "mean": _number(codes.nnz / X.shape[0]),
+            "mean": _number(run.codes.nnz / run.n_samples),
         },
         "n_concepts": None if bank is None else len(bank),
         "has_images": images is not None,
@@ -314,13 +330,6 @@ def _overview(estimator, X, codes, atoms, bank, images, labels, projector):
         "thumbs_per_folder": _THUMBS_PER_FOLDER,
         "compare": None,
     }
-
-
-def _safe_explained_variance(X, X_hat):
-    try:
-        return explained_variance(X, X_hat)
-    except ValueError:
-        return math.nan
 
 
 def _mean_alive(per_atom, alive):
@@ -367,10 +376,10 @@ def _atom_page(k, atoms, codes, rows, values, labels, neighbors, pushes):
     return page
 
 
-def _comparison(components, atoms, top, other, other_components, X, bank, thumbs):
+def _comparison(components, atoms, top, other_run, other_components, bank, thumbs):
     """Hungarian-matched pairs of atoms of two dictionaries, with names and top samples."""
-    other_codes = data.sparse_codes(other, X)
-    other_atoms = _AtomSummary(other, other_components, X, other_codes, bank)
+    other_codes = other_run.by_atom
+    other_atoms = _AtomSummary(other_run, bank)
     left, right, cosines = data.match_atoms(components, other_components)
     pairs = []
     for i, j, cos in zip(left, right, cosines):
@@ -392,7 +401,7 @@ def _comparison(components, atoms, top, other, other_components, X, bank, thumbs
         )
     abs_cos = np.abs(cosines)
     return {
-        "model": type(other).__name__,
+        "model": type(other_run.step).__name__,
         "n_atoms": int(len(other_components)),
         "n_alive": int(other_atoms.alive.sum()),
         "mean_abs_cos": _number(abs_cos.mean()),

@@ -17,7 +17,7 @@ from ._ksvd.reseed import reseed
 from ._ksvd.schedule import converged, minibatches, take_rows, tol_window
 from ._ksvd.start import check_working_memory, group_bounds, initial_components
 from ._ksvd.state import FitState
-from ._parallel import thread_limits
+from ._parallel import N_JOBS_CONSTRAINT, thread_limits
 from ._rows import _row_norms, relative_errors
 from ._validation import check_n_nonzero_coefs, validate_samples
 
@@ -202,7 +202,7 @@ class DoubleBatchKSVD(_BaseDictionary):
         "sparse_output": ["boolean"],
         "backend": [StrOptions({"auto", "numba", "torch"})],
         "device": [StrOptions({"cpu", "cuda", "auto"})],
-        "n_jobs": [Integral, None],
+        "n_jobs": N_JOBS_CONSTRAINT,
         "max_time": [Interval(Real, 0, None, closed="neither"), None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -344,6 +344,16 @@ class DoubleBatchKSVD(_BaseDictionary):
         with thread_limits(self.n_jobs, work=X.size * self.n_components):
             D = self.components_.astype(X.dtype, copy=False)
             return self._encoder(D, backend=self._backend()).encode(X, sparse_output)
+
+    def _sparse_coder(self, dtype):
+        encoder = self._encoder(self.components_.astype(dtype, copy=False),
+                                backend=self._backend())
+
+        def code(X):
+            with thread_limits(self.n_jobs, work=X.size * self.n_components):
+                return encoder.encode(X, sparse_output=True)
+
+        return code
 
     def _train(self, X, n_iter, reseed_last, backend):
         """Run up to `n_iter` iterations: code a batch, update the atoms, score,

@@ -10,19 +10,18 @@ the "Metrics" page of the documentation for formulas, sources and failure modes.
 from numbers import Real
 
 import numpy as np
-import scipy.sparse as sp
 
 from ._description import (
-    assign,
-    code,
-    description_score,
+    Described,
+    average,
+    check_baseline,
     faithfulness_per_atom,
     specificity_per_atom,
 )
-from ._dictionary import components_from, encode, reconstruct
+from ._dictionary import components_from, components_of, encoded
 from ._rows import _unit_rows, relative_errors
 from ._validation import check_samples
-from .concepts import atom_usage, check_bank, concept_vectors
+from .concepts import check_bank, check_same_space
 
 # Atoms per block when computing coherence: bounds the (block x atoms) Gram.
 _ATOM_CHUNK = 1024
@@ -140,7 +139,7 @@ def atom_recovery_rate(true_components, components, *, threshold=0.01):
 
 def faithfulness(
     estimator, X, bank, *, names=None, center=True, baseline=False, per_atom=False,
-    random_state=0,
+    random_state=0, codes=None,
 ):
     """How well atom names predict the atoms firing: mean AUROC over alive atoms.
 
@@ -182,12 +181,23 @@ def faithfulness(
         Return one AUROC per atom instead of the mean.
     random_state : int, RandomState instance or None, default=0
         Seeds the draws of `baseline`.
+    codes : array-like or sparse matrix of shape (n_samples, n_components), default=None
+        The estimator's codes of X (``transform(X)``, or the file ``skdict
+        encode`` writes), used instead of encoding X again.
 
     Returns
     -------
     score : float or ndarray of shape (n_components,)
         In [0, 1]. Per atom: NaN for dead atoms and for atoms firing on every
         row (no negatives to rank); the mean skips them (NaN if none is left).
+
+    Notes
+    -----
+    The cosines depend on the concept, not on the atom: each concept's cosines
+    to all rows are ranked once, and each atom's AUROC comes from the ranks of
+    its own (sparse) positives. The cost is ``O(n_concepts n log n + nnz log n)``
+    for the concepts that name some atom, in memory bounded by a block of
+    concepts' cosines, whatever the number of atoms.
 
     See Also
     --------
@@ -207,15 +217,15 @@ def faithfulness(
     >>> faithfulness(coder, X, bank, center=False)
     1.0
     """
-    return description_score(
+    return _description_score(
         faithfulness_per_atom, estimator, X, bank, names=names, center=center,
-        baseline=baseline, per_atom=per_atom, random_state=random_state,
+        baseline=baseline, per_atom=per_atom, random_state=random_state, codes=codes,
     )
 
 
 def specificity(
     estimator, X, bank, *, names=None, center=True, baseline=False, per_atom=False,
-    count_dead=False, random_state=0,
+    count_dead=False, random_state=0, codes=None,
 ):
     """Share of alive atoms whose name retrieves them back among all atoms.
 
@@ -251,6 +261,8 @@ def specificity(
         the score. Report :func:`dead_fraction` next to the default.
     random_state : int, RandomState instance or None, default=0
         Seeds the draws of `baseline`.
+    codes : array-like or sparse matrix of shape (n_samples, n_components), default=None
+        The estimator's codes of X, used instead of encoding X again.
 
     Returns
     -------
@@ -273,14 +285,33 @@ def specificity(
     >>> specificity(coder, [[1.0, 0.0, 0.0]], bank, count_dead=True)
     0.3333333333333333
     """
-    return description_score(
+    return _description_score(
         specificity_per_atom, estimator, X, bank, names=names, center=center,
-        baseline=baseline, per_atom=per_atom, random_state=random_state,
+        baseline=baseline, per_atom=per_atom, random_state=random_state, codes=codes,
         count_dead=count_dead,
     )
 
 
-def unique_name_ratio(estimator, X, bank, *, names=None, center=True, count_dead=False):
+def _describe(estimator, X, bank, center, codes):
+    """The encoded rows seen by `bank`; the bank is checked before any encoding."""
+    check_same_space(components_of(estimator), check_bank(bank))
+    return Described(encoded(estimator, X, codes), bank, center)
+
+
+def _description_score(
+    per_atom_score, estimator, X, bank, *, names, center, baseline, per_atom, random_state,
+    codes, count_dead=False,
+):
+    """Score a description with `per_atom_score`, or its chance level under a null."""
+    null = check_baseline(baseline)
+    described = _describe(estimator, X, bank, center, codes)
+    per_draw = per_atom_score(described, described.draws(names, null, random_state))
+    return average(per_draw, described.alive, per_atom=per_atom, count_dead=count_dead)
+
+
+def unique_name_ratio(
+    estimator, X, bank, *, names=None, center=True, count_dead=False, codes=None
+):
     """Distinct names among alive atoms, over the number of alive atoms.
 
     ``|{c(k) : k alive}| / n_alive``: 1 when every alive atom has its own
@@ -302,6 +333,8 @@ def unique_name_ratio(estimator, X, bank, *, names=None, center=True, count_dead
     count_dead : bool, default=False
         Divide by all atoms instead of the alive ones: dead atoms count as
         names that say nothing, so killing atoms cannot raise the ratio.
+    codes : array-like or sparse matrix of shape (n_samples, n_components), default=None
+        The estimator's codes of X, used instead of encoding X again.
 
     Returns
     -------
@@ -322,15 +355,19 @@ def unique_name_ratio(estimator, X, bank, *, names=None, center=True, count_dead
     >>> unique_name_ratio(coder, [[1.0, 0.0, 0.0]], bank, count_dead=True)
     0.3333333333333333
     """
-    coded = code(estimator, X, bank, center)
-    concepts = assign(coded, concept_vectors(bank, center), names)[coded.alive]
-    n_atoms = coded.alive.size if count_dead else concepts.size
+    described = _describe(estimator, X, bank, center, codes)
+    return _unique_names(described, described.draws(names, None, 0)[0][1], count_dead)
+
+
+def _unique_names(described, concepts, count_dead=False):
+    concepts = concepts[described.alive]
+    n_atoms = described.alive.size if count_dead else concepts.size
     if n_atoms == 0:
         return float("nan")
     return float(np.unique(concepts).size / n_atoms)
 
 
-def l0(estimator, X):
+def l0(estimator, X, *, codes=None):
     """Mean number of non-zero codes per row of X.
 
     Parameters
@@ -339,6 +376,8 @@ def l0(estimator, X):
         A fitted dictionary learner, or a Pipeline whose last step is one.
     X : array-like of shape (n_samples, n_features)
         Data (the Pipeline's input).
+    codes : array-like or sparse matrix of shape (n_samples, n_components), default=None
+        The estimator's codes of X, used instead of encoding X again.
 
     Returns
     -------
@@ -355,13 +394,11 @@ def l0(estimator, X):
     >>> l0(coder, [[1.0, 0.0, 2.0], [0.0, 0.0, 3.0]])
     1.5
     """
-    _, X_dict, codes = encode(estimator, X)
-    codes = sp.csr_matrix(codes, copy=True)
-    codes.eliminate_zeros()
-    return float(codes.nnz / X_dict.shape[0])
+    run = encoded(estimator, X, codes)
+    return float(run.codes.nnz / run.n_samples)
 
 
-def dead_fraction(estimator, X):
+def dead_fraction(estimator, X, *, codes=None):
     """Share of atoms that no row of X uses.
 
     Parameters
@@ -370,6 +407,8 @@ def dead_fraction(estimator, X):
         A fitted dictionary learner, or a Pipeline whose last step is one.
     X : array-like of shape (n_samples, n_features)
         Data (the Pipeline's input).
+    codes : array-like or sparse matrix of shape (n_samples, n_components), default=None
+        The estimator's codes of X, used instead of encoding X again.
 
     Returns
     -------
@@ -386,9 +425,7 @@ def dead_fraction(estimator, X):
     >>> dead_fraction(coder, [[1.0, 0.0, 2.0, 0.0]])
     0.5
     """
-    _, _, codes = encode(estimator, X)
-    alive, _ = atom_usage(codes)
-    return float(1.0 - alive.mean())
+    return float(1.0 - encoded(estimator, X, codes).alive.mean())
 
 
 def coherence(estimator_or_components):
@@ -421,14 +458,130 @@ def coherence(estimator_or_components):
     return largest
 
 
+# Scores of dictionary_scores: those computed from the codes alone, and those
+# that also need a concept bank.
+_CODE_SCORES = ("signal_recovered", "explained_variance", "l0", "dead_fraction")
+_BANK_SCORES = ("faithfulness", "specificity", "unique_name_ratio")
+_RECONSTRUCTION = _CODE_SCORES[:2]
+
+
+def dictionary_scores(
+    estimator, X, bank=None, *, scores=None, codes=None, names=None, center=True,
+    baseline=False, random_state=0,
+):
+    """Several scores of one dictionary from a single encoding of X.
+
+    Calling :func:`signal_recovered`, :func:`faithfulness`,
+    :func:`specificity` ... one after the other encodes X once per call (and
+    once more per null level); this encodes X once (or takes its `codes`) and
+    computes every score from that encoding, the null levels of faithfulness
+    and specificity from the same null draws, in one pass over the rows per
+    block of concepts. The values equal those of the separate functions.
+
+    Parameters
+    ----------
+    estimator : estimator
+        A fitted dictionary learner, or a Pipeline whose last step is one.
+    X : array-like of shape (n_samples, n_features)
+        Data (the Pipeline's input).
+    bank : ConceptBank, default=None
+        Concepts in the dictionary's space, needed for ``"faithfulness"``,
+        ``"specificity"`` and ``"unique_name_ratio"``.
+    scores : sequence of str, default=None
+        Which scores, among ``"signal_recovered"``, ``"explained_variance"``,
+        ``"l0"``, ``"dead_fraction"``, ``"faithfulness"``, ``"specificity"`` and
+        ``"unique_name_ratio"``. None: all of them, less the description scores
+        when `bank` is None.
+    codes : array-like or sparse matrix of shape (n_samples, n_components), default=None
+        The estimator's codes of X (``transform(X)``, or the file ``skdict
+        encode`` writes), used instead of encoding X.
+    names : array-like of int of shape (n_components,), default=None
+        Explicit atom -> concept assignment; None names atoms by best match.
+    center : bool, default=True
+        SpLiCE centring, see :func:`faithfulness`.
+    baseline : bool or {"gaussian", "shuffled", "sphere"}, default=False
+        Also return the null levels ``"faithfulness_null"`` and
+        ``"specificity_null"`` (for the scores asked for), as the `baseline`
+        of :func:`faithfulness` computes them.
+    random_state : int, RandomState instance or None, default=0
+        Seeds the null draws.
+
+    Returns
+    -------
+    scores : dict of str to float
+        One entry per score (``explained_variance`` raises as
+        :func:`explained_variance` does when every row is equal).
+
+    See Also
+    --------
+    make_dictionary_scorer : The same as a ``GridSearchCV`` scorer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.decomposition import SparseCoder
+    >>> from skdict import ConceptBank
+    >>> from skdict.metrics import dictionary_scores
+    >>> coder = SparseCoder(np.eye(3), transform_algorithm="threshold",
+    ...                     transform_alpha=0.0)
+    >>> bank = ConceptBank(["a", "b", "c"], np.eye(3))
+    >>> X = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 3.0], [1.0, 1.0, 0.0]])
+    >>> scores = dictionary_scores(coder, X, bank, scores=["l0", "specificity"])
+    >>> scores
+    {'l0': 1.25, 'specificity': 1.0}
+    """
+    scores = _check_scores(scores, bank)
+    null = check_baseline(baseline)
+    described = None
+    if bank is not None and set(scores) & set(_BANK_SCORES):
+        described = _describe(estimator, X, bank, center, codes)
+        run = described.run
+    else:
+        run = encoded(estimator, X, codes)
+    out = {}
+    if set(scores) & set(_RECONSTRUCTION):
+        recovered, explained = run.reconstruction
+        if "explained_variance" in scores and not np.isfinite(explained):
+            raise ValueError("explained_variance is undefined when every row of X is equal.")
+        out.update(signal_recovered=recovered, explained_variance=explained)
+    out["l0"] = float(run.codes.nnz / run.n_samples)
+    out["dead_fraction"] = float(1.0 - run.alive.mean())
+    if described is not None:
+        real = described.draws(names, None, random_state)
+        draws = real + (described.draws(names, null, random_state) if null else [])
+        for name, per_atom_score in (("faithfulness", faithfulness_per_atom),
+                                     ("specificity", specificity_per_atom)):
+            if name in scores:
+                per_draw = per_atom_score(described, draws)
+                out[name] = average(per_draw[:1], described.alive, per_atom=False)
+                if null:
+                    out[f"{name}_null"] = average(per_draw[1:], described.alive,
+                                                  per_atom=False)
+        out["unique_name_ratio"] = _unique_names(described, real[0][1])
+    nulls = [f"{name}_null" for name in scores if null and name in _BANK_SCORES[:2]]
+    return {name: out[name] for name in [*scores, *nulls]}
+
+
+def _check_scores(scores, bank):
+    known = (*_CODE_SCORES, *_BANK_SCORES)
+    if scores is None:
+        return list(known if bank is not None else _CODE_SCORES)
+    if isinstance(scores, str):
+        scores = [scores]
+    scores = list(scores)
+    unknown = [name for name in scores if name not in known]
+    if unknown or not scores:
+        raise ValueError(
+            f"scores must be a non-empty list of names among {list(known)}; got {scores!r}."
+        )
+    needs_bank = [name for name in scores if name in _BANK_SCORES]
+    if needs_bank and bank is None:
+        raise ValueError(f"{needs_bank} need a concept bank: pass bank=ConceptBank(...).")
+    return scores
+
+
 def _reconstruction_score(estimator, X, kind):
-    return _RECONSTRUCTION[kind](*reconstruct(estimator, X))
-
-
-_RECONSTRUCTION = {
-    "signal_recovered": signal_recovered,
-    "explained_variance": explained_variance,
-}
+    return dictionary_scores(estimator, X, scores=[kind])[kind]
 
 
 class _DictionaryScorer:
@@ -537,6 +690,53 @@ def make_specificity_scorer(bank, *, names=None, center=True):
     )
 
 
+def make_dictionary_scorer(bank=None, *, scores=None, names=None, center=True):
+    """Multi-metric scorer: every score of :func:`dictionary_scores` from one encoding.
+
+    ``GridSearchCV(scoring=make_dictionary_scorer(bank), refit="signal_recovered")``
+    encodes each held-out fold once for all scores, where a dict of single
+    scorers (``{"sr": reconstruction_scorer, "faith":
+    make_faithfulness_scorer(bank), ...}``) encodes it once per scorer.
+
+    Parameters
+    ----------
+    bank : ConceptBank, default=None
+        Concepts in the dictionary's space; without one, only the scores that
+        need no names are computed.
+    scores : sequence of str, default=None
+        The scores to return, see :func:`dictionary_scores`.
+    names : array-like of int of shape (n_components,), default=None
+        Explicit atom -> concept assignment; None names atoms by best match.
+    center : bool, default=True
+        SpLiCE centring, see :func:`faithfulness`.
+
+    Returns
+    -------
+    scorer : callable
+        ``scorer(estimator, X, y=None) -> dict`` of score name to value, as
+        scikit-learn's multi-metric evaluation takes it. ``l0`` and
+        ``dead_fraction`` are statistics, lower meaning sparser and livelier:
+        refit on another key.
+
+    Examples
+    --------
+    >>> from sklearn.model_selection import cross_validate
+    >>> from skdict import DoubleBatchKSVD
+    >>> from skdict.datasets import make_sparse_signals
+    >>> from skdict.metrics import make_dictionary_scorer
+    >>> X, _, _ = make_sparse_signals(200, 8, 12, 2, random_state=0)
+    >>> model = DoubleBatchKSVD(12, n_nonzero_coefs=2, max_iter=5, random_state=0)
+    >>> result = cross_validate(model, X, cv=2, scoring=make_dictionary_scorer())
+    >>> sorted(key for key in result if key.startswith("test_"))
+    ['test_dead_fraction', 'test_explained_variance', 'test_l0', 'test_signal_recovered']
+    """
+    bank = None if bank is None else check_bank(bank)
+    return _DictionaryScorer(
+        "make_dictionary_scorer", dictionary_scores, bank=bank,
+        scores=_check_scores(scores, bank), names=names, center=center,
+    )
+
+
 class _SparsestWithin:
     """Picklable ``refit`` callable of :func:`refit_sparsest`."""
 
@@ -616,3 +816,58 @@ def refit_sparsest(param, *, score="score", tolerance="std"):
     if not (tolerance == "std" or (isinstance(tolerance, Real) and tolerance >= 0)):
         raise ValueError(f"tolerance must be a non-negative number or 'std', got {tolerance!r}.")
     return _SparsestWithin(param, score, tolerance)
+
+
+# Interpretability beyond names (k-sparse probing, reseed stability, ground-truth
+# recovery): each in its own module, re-exported here.
+from ._atom_matching import ground_truth_recovery, reseed_stability  # noqa: E402
+from ._probing import sparse_probing  # noqa: E402
+
+
+class _LabelledScorer(_DictionaryScorer):
+    """A scorer whose score function reads the labels ``y`` too."""
+
+    def __call__(self, estimator, X, y=None):
+        return self._score_func(estimator, X, y, **self._kwargs)
+
+
+def make_sparse_probing_scorer(k=(1, 5), **kwargs):
+    """Multi-metric scorer of :func:`sparse_probing` for ``GridSearchCV``.
+
+    Parameters
+    ----------
+    k : int or sequence of int, default=(1, 5)
+        Numbers of latents to probe with.
+    **kwargs
+        Other parameters of :func:`sparse_probing` (``test_size``, ``C``,
+        ``scoring``, ``baseline``, ``random_state``).
+
+    Returns
+    -------
+    scorer : callable
+        ``scorer(estimator, X, y) -> dict`` with ``"k{k}"`` per k and
+        ``"dense"``; each held-out fold is split again into the probes'
+        training and test rows. The search must be fit with labels:
+        ``search.fit(X, y)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.model_selection import cross_validate
+    >>> from skdict import DoubleBatchKSVD
+    >>> from skdict.metrics import make_sparse_probing_scorer
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.integers(0, 2, 300)
+    >>> X = rng.normal(size=(300, 8)) + 2 * y[:, None] * np.eye(8)[0]
+    >>> model = DoubleBatchKSVD(8, n_nonzero_coefs=2, max_iter=5, random_state=0)
+    >>> result = cross_validate(model, X, y, cv=2, scoring=make_sparse_probing_scorer(k=1))
+    >>> sorted(key for key in result if key.startswith("test_"))
+    ['test_dense', 'test_k1']
+    """
+    unknown = set(kwargs) - {"test_size", "C", "scoring", "baseline", "random_state"}
+    if unknown:
+        raise TypeError(
+            f"make_sparse_probing_scorer got unexpected parameters {sorted(unknown)}; "
+            "it takes those of sparse_probing but codes."
+        )
+    return _LabelledScorer("make_sparse_probing_scorer", sparse_probing, k=k, **kwargs)

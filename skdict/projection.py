@@ -27,7 +27,7 @@ from ._vit import class_analyses as analyses
 from ._vit.class_analyses import check_labels as _check_labels
 from ._vit.hooks import LAYER_SCALE, block_states, check_sites
 from ._vit.images import timm_images_to_tensor, timm_preprocess
-from ._vit.timm_models import create_timm_model
+from ._vit.timm_models import check_timm_weights, create_timm_model
 
 _FEATURE = "ClassEmbeddingProjector"
 
@@ -94,10 +94,13 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         A timm model name or a timm ``VisionTransformer`` instance. Weights
         from a file go in `pretrained`; a whole model pickled with
         ``torch.save(model)`` is refused, as unpickling it could run code.
-    pretrained : bool, str or os.PathLike, default=False
-        For a model name: False for random weights, True to download the hub
-        weights (fails at once with advice when the hub is unreachable), or the
-        path of a local checkpoint file.
+    pretrained : bool, str, os.PathLike or None, default=None
+        The weights of a model name: True to download the hub weights (fails
+        at once with advice when the hub is unreachable), the path of a local
+        checkpoint file, or ``"random"`` for random weights chosen on purpose
+        (a baseline). None and False are refused by `fit` for a model name, so
+        that an untrained network is never projected by default. Leave it None
+        when `model` is a module, which keeps its own weights.
     layers : int, array-like of int or None, default=None
         Blocks to read (negative indices count from the end); None for all.
     site : {"resid", "attn", "mlp"}, default="resid"
@@ -157,7 +160,7 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
 
     _parameter_constraints: dict = {
         "model": [str, os.PathLike, HasMethods(["forward", "eval"])],
-        "pretrained": ["boolean", str, os.PathLike],
+        "pretrained": ["boolean", str, os.PathLike, None],
         "layers": [Interval(Integral, None, None, closed="neither"), "array-like", None],
         "site": [StrOptions({"resid", "attn", "mlp"})],
         "tokens": [StrOptions({"cls", "prefix", "patches", "all"})],
@@ -171,7 +174,7 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         self,
         model="vit_base_patch16_224",
         *,
-        pretrained=False,
+        pretrained=None,
         layers=None,
         site="resid",
         tokens="cls",
@@ -205,6 +208,7 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         """
         torch = import_optional("torch", "vision", _FEATURE)
         self.device_ = resolve_device(self.device, torch)
+        check_timm_weights(self.model, self.pretrained, torch)
         model = create_timm_model(self.model, self.pretrained, _FEATURE)
         _check_vit(model)
         self.n_layers_ = len(model.blocks)
@@ -226,14 +230,15 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
     def _tensor(self, images):
         return timm_images_to_tensor(images, self.model_, _FEATURE)
 
-    def _batches(self, x, sites, layers=None):
+    def _batches(self, x, sites, layers=None, intervene=None):
         """Yield (rows, {site: tensor (B, n_layers, n_tokens, width)}) for tensor x.
 
-        The layers are `layers`, by default the selected ones.
+        The layers are `layers`, by default the selected ones; `intervene`
+        changes the forward pass of each batch (see ``hooks.block_states``).
         """
         layers = self.layers_ if layers is None else layers
         return block_states(self.model_, x, layers, sites, self.layer_scale,
-                            self.batch_size, self.device_, _FEATURE)
+                            self.batch_size, self.device_, _FEATURE, intervene)
 
     def _to_classes(self, hidden):
         """head(fc_norm(norm(h))) on the last axis of `hidden`."""
@@ -279,7 +284,8 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             restricted by ``tokens`` in the model's order.
         """
         check_is_fitted(self)
-        logits = self._logits(images, (self.site,))[self.site][:, :, self._token_slice(self.tokens)]
+        logits = self._logits(images, (self.site,))[self.site]
+        logits = logits[:, :, self._token_slice(self.tokens)]
         if self.output == "logits":
             return logits
         if self.output == "probs":
@@ -346,9 +352,13 @@ class ClassEmbeddingProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             model has none); ``image_tokens``: (n_selected_layers,) mean r over
             the patch tokens of all images; ``top1_share``: (n_selected_layers,)
             share of patch tokens whose true class is strictly on top;
+            ``top1_image_share``: (n_selected_layers,) share of images with at
+            least one such patch token (the authors' ``print_identifiability``);
             ``layers``: the block indices. With ``baseline``: ``baseline``
-            (the same curves for the baseline) and ``pvalue`` (``cls`` and
-            ``image_tokens``, one p-value per layer).
+            (the same curves for the baseline) and ``pvalue``, one p-value per
+            layer for each group of tokens: ``cls``, ``image_tokens``, and
+            ``all_tokens``, the class token and the patch tokens pooled (the
+            authors' one test per block, in ``plot_identifiability_evolution``).
         """
         check_is_fitted(self)
         return analyses.identifiability(self, images, y, baseline=baseline)

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from ._base import _BaseDictionary
 from ._optional import import_optional, resolve_device
-from ._parallel import thread_limits
+from ._parallel import N_JOBS_CONSTRAINT, thread_limits
 from ._rows import rows_per_buffer
 from ._sae.activations import get_activation
 from ._sparse import stack_csr
@@ -73,21 +73,26 @@ class SparseAutoencoder(_BaseDictionary):
     - rows are read from X in blocks of about 64 MiB, so a memory map is never
       loaded whole, neither in host memory nor on the device.
 
-    SAE codes are non-negative (every activation here ends in a ReLU): data
-    whose sparse structure has signed coefficients needs two latents per
-    direction (``d`` and ``-d``). On 10,000 signals in 64 dimensions drawn from
-    256 atoms, 5 per signal at 20 dB, a TopK SAE with 256 latents and k=5
-    (25 epochs) recovers 89% of the atoms (``1 - |cos| < 0.05``) at explained
-    variance 0.89 when the codes are non-negative, but only 34% at 0.68 when
-    they are signed: half of its latents are spent on the negative halves.
-    :class:`~skdict.DoubleBatchKSVD` has signed codes.
+    SAE codes are non-negative for every activation but ``"abstopk"`` (the
+    others end in a ReLU): data whose sparse structure has signed coefficients
+    then needs two latents per direction (``d`` and ``-d``). On 10,000 signals
+    in 64 dimensions drawn from 256 atoms, 5 per signal at 20 dB, a TopK SAE
+    with 256 latents and k=5 (25 epochs) recovers 89% of the atoms
+    (``1 - |cos| < 0.05``) at explained variance 0.89 when the codes are
+    non-negative, but only 34% at 0.68 when they are signed: half of its
+    latents are spent on the negative halves. :class:`~skdict.DoubleBatchKSVD`
+    and ``activation="abstopk"`` have signed codes: on the signed signals an
+    AbsTopK SAE of the same size recovers 84% of the atoms at explained
+    variance 0.84.
 
     Parameters
     ----------
     n_components : int, default=256
         Number of latents (dictionary atoms).
-    activation : {"topk", "batchtopk", "relu", "jumprelu"}, default="topk"
+    activation : {"topk", "abstopk", "batchtopk", "relu", "jumprelu"}, default="topk"
         ``"topk"`` keeps the `k` largest pre-activations of each row;
+        ``"abstopk"`` the `k` largest in magnitude, with their sign (signed
+        codes, Zhu, Khalili & Zhu, 2025);
         ``"batchtopk"`` keeps the ``k * batch_size`` largest of a training batch
         (on average `k` per row) and, at inference, every pre-activation above a
         threshold learned during training; ``"relu"`` is a ReLU with an L1
@@ -95,7 +100,7 @@ class SparseAutoencoder(_BaseDictionary):
         learned threshold per latent, trained with straight-through estimators
         and an L0 penalty (Rajamanoharan et al., 2024).
     k : int, default=32
-        Latents per row for ``"topk"`` and ``"batchtopk"``, at most
+        Latents per row for ``"topk"``, ``"abstopk"`` and ``"batchtopk"``, at most
         `n_components`.
     l1_coef : float, default=1e-3
         Weight of the L1 penalty (``"relu"``) or of the L0 penalty
@@ -210,6 +215,9 @@ class SparseAutoencoder(_BaseDictionary):
     S. Rajamanoharan et al., "Jumping Ahead: Improving Reconstruction Fidelity
     with JumpReLU Sparse Autoencoders", 2024.
 
+    X. Zhu, A. Khalili and Z. Zhu, "AbsTopK: Rethinking Sparse Autoencoders For
+    Bidirectional Features", 2025 (arXiv:2510.00404).
+
     Examples
     --------
     >>> from skdict import SparseAutoencoder
@@ -247,7 +255,7 @@ class SparseAutoencoder(_BaseDictionary):
         "tol": [Interval(Real, 0, None, closed="left")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "device": [str],
-        "n_jobs": [Integral, None],
+        "n_jobs": N_JOBS_CONSTRAINT,
         "sparse_output": ["boolean"],
         "random_state": ["random_state"],
         "verbose": ["verbose"],

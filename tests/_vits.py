@@ -61,9 +61,17 @@ def linear_readout(model):
     return model
 
 
-def states_by_hand(model, x):
-    """Every site of every block, computed by hand from the module weights."""
-    h = model.norm_pre(model._pos_embed(model.patch_embed(torch.from_numpy(x))))
+def states_by_hand(model, x, edit=None, keep=None):
+    """Every site of every block, computed by hand from the module weights.
+
+    `edit`, if given, changes the attention weights (B, heads, T, T) after the
+    softmax; `keep` (n_keep,), if given, are the patches that enter the blocks.
+    """
+    h = model._pos_embed(model.patch_embed(torch.from_numpy(x)))
+    if keep is not None:
+        n_prefix = model.num_prefix_tokens
+        h = torch.cat([h[:, :n_prefix], h[:, n_prefix:][:, np.array(keep)]], dim=1)
+    h = model.norm_pre(h)
     sites = []
     with torch.no_grad():
         for block in model.blocks:
@@ -73,6 +81,8 @@ def states_by_hand(model, x):
             qkv = attn.qkv(z).reshape(B, T, 3, attn.num_heads, attn.head_dim)
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
             weights = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+            if edit is not None:
+                weights = edit(weights)
             attn_keys = (weights @ v).transpose(1, 2).reshape(B, T, -1)
             attn_raw = attn.proj(attn_keys)
             attn_out = block.ls1.gamma * attn_raw if hasattr(block.ls1, "gamma") else attn_raw
@@ -81,9 +91,11 @@ def states_by_hand(model, x):
             mlp_raw = block.mlp.fc2(block.mlp.act(mlp_keys))
             mlp_out = block.ls2.gamma * mlp_raw if hasattr(block.ls2, "gamma") else mlp_raw
             out = mid + mlp_out
-            np.testing.assert_allclose(out.numpy(), block(h).numpy(), atol=1e-5)
+            if edit is None:
+                np.testing.assert_allclose(out.numpy(), block(h).numpy(), atol=1e-5)
             sites.append(dict(input=h, attn=attn_out, attn_raw=attn_raw, mid=mid, mlp=mlp_out,
-                              mlp_raw=mlp_raw, attn_keys=attn_keys, mlp_keys=mlp_keys))
+                              mlp_raw=mlp_raw, attn_keys=attn_keys, mlp_keys=mlp_keys,
+                              attn_in=z, out=out))
             h = out
     return [{name: t.detach().numpy() for name, t in s.items()} for s in sites]
 

@@ -24,10 +24,19 @@ derived, never tuned until green on one machine:
 Write the derivation next to the assert in one comment.
 """
 
+import json
+
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 from _checks import BACKENDS
+
+# Tests assert behaviour, never time: on a loaded machine (a shared CI runner, a
+# laptop building something else) drawing examples or running one can take
+# seconds, which must not fail a test.
+settings.register_profile("skdict", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("skdict")
 
 
 @pytest.fixture
@@ -52,3 +61,32 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n_threads)
+
+
+# A CLIP small enough to build in milliseconds, registered as a named open_clip config.
+_TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16,
+                   "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
+                 "layers": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def clip_checkpoint(tmp_path_factory, torch_one_thread):
+    """Random weights of a tiny CLIP in a local checkpoint file, as a user would have.
+
+    Returns the registered model name and the file.
+    """
+    open_clip = pytest.importorskip("open_clip")
+    import torch
+
+    tmp = tmp_path_factory.mktemp("clip")
+    config = tmp / "skdict-tiny-clip.json"
+    config.write_text(json.dumps(_TINY_CLIP))
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    weights = tmp / "tiny-clip.pt"
+    torch.save(open_clip.create_model("skdict-tiny-clip").state_dict(), weights)
+    return "skdict-tiny-clip", weights

@@ -2,11 +2,9 @@ import pickle
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from scipy.stats import rankdata
 from sklearn.decomposition import MiniBatchDictionaryLearning
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import explained_variance_score, r2_score, roc_auc_score
@@ -16,8 +14,9 @@ from sklearn.preprocessing import Normalizer
 
 from skdict import ConceptBank, DoubleBatchKSVD
 from skdict.concepts import random_bank
-from skdict._auroc import _row_ranks, row_auroc
-from skdict._description import _N_BASELINE_DRAWS
+from skdict._auroc import auroc_of_positive_sets
+from skdict._description import _N_BASELINE_DRAWS, Described, faithfulness_per_atom
+from skdict._dictionary import encoded
 from skdict.metrics import (
     coherence,
     dead_fraction,
@@ -72,34 +71,59 @@ def test_explained_variance_differs_from_sklearn_on_biased_reconstruction():
 
 # --- AUROC helper -----------------------------------------------------------
 
+# The rank sums are sums of half-integers, exact in float64; the AUROC is one
+# division away, so it matches sklearn's trapezoid sum to a few ulps.
+AUROC_RTOL = 1e-12
+
+
 @settings(max_examples=50)
 @given(
-    arrays(np.int8, (4, 30), elements=st.integers(-3, 3)),
+    arrays(np.int8, 30, elements=st.integers(-3, 3)),
     arrays(np.bool_, (4, 30)),
 )
-def test_row_auroc_matches_roc_auc_score(scores, labels):
+def test_auroc_of_positive_sets_matches_roc_auc_score(scores, labels):
     """Integer scores make ties common: they must be counted as half, as sklearn does."""
     scores = scores.astype(np.float64)
-    got = row_auroc(scores, labels)
+    rows = [np.flatnonzero(row) for row in labels]
+    bounds = np.concatenate([[0], np.cumsum([r.size for r in rows])])
+    got = auroc_of_positive_sets(scores.copy(), np.concatenate(rows), bounds)
     for j in range(4):
         if 0 < labels[j].sum() < 30:
-            assert got[j] == pytest.approx(roc_auc_score(labels[j], scores[j]))
+            assert got[j] == pytest.approx(roc_auc_score(labels[j], scores), rel=AUROC_RTOL)
         else:
             assert np.isnan(got[j])
 
 
-@settings(max_examples=30)
-@given(arrays(np.float64, (3, 40), elements=st.sampled_from([-1.5, 0.0, 0.25, 2.0, 7.0])))
-def test_row_ranks_match_scipy(scores):
-    np.testing.assert_array_equal(_row_ranks(scores), rankdata(scores, axis=1))
+def test_faithfulness_equals_a_direct_per_atom_auroc(rng):
+    """The per-concept ranking gives each atom exactly its own AUROC (float64 data)."""
+    X, bank, _ = make_concept_data(300, random_state=4)
+    model = DoubleBatchKSVD(30, n_nonzero_coefs=3, max_iter=3, random_state=0).fit(X)
+    got = faithfulness(model, X, bank, per_atom=True)
+    codes = model.transform(X)
+    signs = np.where(codes.sum(axis=0) < 0, -1, 1)
+    Xc = X - X.mean(axis=0)
+    Xc /= np.linalg.norm(Xc, axis=1, keepdims=True)
+    T = bank.embeddings.astype(np.float64) - bank.embeddings.mean(axis=0, dtype=np.float64)
+    T /= np.linalg.norm(T, axis=1, keepdims=True)
+    atoms = model.components_ * signs[:, None]
+    names = np.argmax(atoms @ T.T, axis=1)
+    for k in range(30):
+        fires = signs[k] * codes[:, k] > 0
+        if 0 < fires.sum() < len(X):
+            assert got[k] == pytest.approx(roc_auc_score(fires, Xc @ T[names[k]]),
+                                           rel=AUROC_RTOL)
+        else:
+            assert np.isnan(got[k])
 
 
-def test_row_auroc_accepts_sparse_labels(rng):
-    scores = rng.standard_normal((6, 50))
-    labels = rng.random((6, 50)) < 0.3
-    np.testing.assert_allclose(
-        row_auroc(scores, sp.csr_matrix(labels)), row_auroc(scores, labels)
-    )
+def test_faithfulness_blocks_of_concepts_give_the_same_scores(concept_data):
+    """A cosine buffer of a few concepts (many passes over the rows) changes nothing."""
+    X, bank, _, coder = concept_data
+    described = Described(encoded(coder, X), bank, True)
+    draws = described.draws(None, "gaussian", 0)
+    whole = faithfulness_per_atom(described, draws)
+    blocks = faithfulness_per_atom(described, draws, score_bytes=3 * 8 * len(X))
+    np.testing.assert_array_equal(blocks, whole)
 
 
 # --- description scores: known answers --------------------------------------

@@ -13,6 +13,7 @@ from sklearn.decomposition import PCA, DictionaryLearning, MiniBatchDictionaryLe
 import skdict
 from skdict import DoubleBatchKSVD
 from skdict.datasets import make_sparse_signals
+from _model_files import rewrite_model
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -122,25 +123,6 @@ def test_failed_save_keeps_the_previous_file(ksvd, tmp_path):
     assert path.read_bytes() == before
 
 
-def _rewrite(path, edit_metadata=None, arrays=None):
-    """Copy a model file, editing its JSON and replacing some arrays."""
-    with zipfile.ZipFile(path) as archive:
-        members = {name: archive.read(name) for name in archive.namelist()}
-    metadata = json.loads(members["model.json"])
-    if edit_metadata:
-        edit_metadata(metadata)
-    members["model.json"] = json.dumps(metadata).encode()
-    for key, array in (arrays or {}).items():
-        buffer = io.BytesIO()
-        np.lib.format.write_array(buffer, array)
-        members[f"{key}.npy"] = buffer.getvalue()
-    out = path.with_name("tampered.skdict")
-    with zipfile.ZipFile(out, "w") as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return out
-
-
 def _nan_components(ksvd):
     D = ksvd.components_.copy()
     D[0, 0] = np.nan
@@ -149,13 +131,13 @@ def _nan_components(ksvd):
 
 TAMPERING = {
     "wrong shape": (None, lambda m: {"attr.components_": m.components_[:, :5]},
-                    r"n_features_in_=12 but the dictionary has 5 features"),
+                    r"components_ has shape \(16, 5\); expected \(16, 12\)"),
     "wrong shape of usage": (None, lambda m: {"attr.atom_usage_": np.zeros(3, np.int64)},
                              r"atom_usage_ has shape \(3,\); expected \(16,\)"),
     "NaN": (None, lambda m: {"attr.components_": _nan_components(m)},
             "'attr.components_' holds NaN or infinite values"),
     "object array": (None, lambda m: {"attr.components_": np.array([None, 1], dtype=object)},
-                     "cannot read the array 'attr.components_'"),
+                     "components_ holds object values"),
     "string dictionary": (None, lambda m: {"attr.components_": np.array([["a"]])},
                           "holds <U1 values"),
     "unknown parameter": (lambda d: d["params"].update(evil=1), None,
@@ -173,7 +155,7 @@ TAMPERING = {
     "missing array": (lambda d: d["attributes"].update(error_={"array": "nope"}), None,
                       "the array 'nope' is missing"),
     "n_components": (lambda d: d["params"].update(n_components=8, n_nonzero_coefs=2), None,
-                     r"expected \(8, 12\) for n_components=8"),
+                     r"_groups is \[\(0, 16, 2\)\]; the parameters imply \[\(0, 8, 2\)\]"),
 }
 
 
@@ -181,7 +163,7 @@ TAMPERING = {
 def test_tampered_files_are_refused_with_one_line(ksvd, tmp_path, case):
     edit, arrays, message = TAMPERING[case]
     path = skdict.save(ksvd, tmp_path / "m.skdict")
-    tampered = _rewrite(path, edit, arrays(ksvd) if arrays else None)
+    tampered = rewrite_model(path, edit=edit, arrays=arrays(ksvd) if arrays else None)
     with pytest.raises(ValueError, match=message) as error:
         skdict.load(tampered)
     assert "\n" not in str(error.value)
@@ -201,17 +183,17 @@ def test_deeply_nested_json_is_refused(ksvd, tmp_path):
 
 def test_sae_arrays_and_scale_are_checked(X, tmp_path):
     path = skdict.save(_sae().fit(X), tmp_path / "m.skdict")
-    tampered = _rewrite(path, arrays={"attr.encoder_bias_": np.zeros(16, np.int64)})
-    with pytest.raises(ValueError, match="encoder_bias_ must hold floats, not int64"):
+    tampered = rewrite_model(path, arrays={"attr.encoder_bias_": np.zeros(16, np.int64)})
+    with pytest.raises(ValueError, match="encoder_bias_ holds int64 values"):
         skdict.load(tampered)
-    tampered = _rewrite(path, lambda d: d["attributes"].update(scale_="big"))
-    with pytest.raises(ValueError, match="scale_ must be a number, got 'big'"):
+    tampered = rewrite_model(path, edit=lambda d: d["attributes"].update(scale_="big"))
+    with pytest.raises(ValueError, match="scale_ is 'big'; expected a finite number"):
         skdict.load(tampered)
 
 
 def test_sae_threshold_is_checked(X, tmp_path):
     path = skdict.save(_sae(activation="jumprelu").fit(X), tmp_path / "m.skdict")
-    tampered = _rewrite(path, arrays={"attr.threshold_": np.ones(3, np.float32)})
+    tampered = rewrite_model(path, arrays={"attr.threshold_": np.ones(3, np.float32)})
     with pytest.raises(ValueError, match=r"threshold_ has shape \(3,\); expected \(16,\)"):
         skdict.load(tampered)
 
@@ -250,7 +232,7 @@ def test_loading_runs_no_code(ksvd, tmp_path):
     with zipfile.ZipFile(path, "w") as archive:
         for name, data in members.items():
             archive.writestr(name, data)
-    with pytest.raises(ValueError, match="cannot read the array"):
+    with pytest.raises(ValueError, match="components_ holds object values"):
         skdict.load(path)
     assert not marker.exists()
 
@@ -350,7 +332,7 @@ def test_saelens_folder_is_validated(X, tmp_path):
     tensors = load_file(str(folder / "sae_weights.safetensors"))
     tensors["b_enc"] = tensors["b_enc"][:3]
     save_file(tensors, str(folder / "sae_weights.safetensors"))
-    with pytest.raises(ValueError, match=r"b_enc has shape \(3,\); expected \(16,\)"):
+    with pytest.raises(ValueError, match=r"b_enc is a F32 tensor of shape \(3,\); expected"):
         skdict.load(folder)
     config = json.loads((folder / "cfg.json").read_text())
     config["architecture"] = "gated"

@@ -60,6 +60,8 @@ def _methods(n_components, n_nonzero, max_iter, seed, data_scale):
             random_state=seed),
         "SparseAutoencoder": SparseAutoencoder(
             n_components, activation="topk", k=n_nonzero, device="cpu", random_state=seed),
+        "SparseAutoencoder (AbsTopK)": SparseAutoencoder(
+            n_components, activation="abstopk", k=n_nonzero, device="cpu", random_state=seed),
         "sklearn MiniBatchDictionaryLearning": MiniBatchDictionaryLearning(
             n_components, alpha=_MBDL_ALPHA_PER_NORM * data_scale,
             transform_algorithm="omp", transform_n_nonzero_coefs=n_nonzero,
@@ -92,15 +94,15 @@ def _fit_and_score(estimator, X, bank, center):
         start = time.perf_counter()
         estimator.fit(X)
         seconds = time.perf_counter() - start
-        X_hat = estimator.inverse_transform(estimator.transform(X))
+        scores = metrics.dictionary_scores(estimator, X, bank, center=center)
     return {
-        "signal recovered": metrics.signal_recovered(X, X_hat),
-        "explained variance": metrics.explained_variance(X, X_hat),
-        "faithfulness": metrics.faithfulness(estimator, X, bank, center=center),
-        "specificity": metrics.specificity(estimator, X, bank, center=center),
-        "unique names": metrics.unique_name_ratio(estimator, X, bank, center=center),
+        "signal recovered": scores["signal_recovered"],
+        "explained variance": scores["explained_variance"],
+        "faithfulness": scores["faithfulness"],
+        "specificity": scores["specificity"],
+        "unique names": scores["unique_name_ratio"],
         # specificity and unique names divide by the alive atoms: show how many
-        "alive atoms": (1 - metrics.dead_fraction(estimator, X)) * len(estimator.components_),
+        "alive atoms": (1 - scores["dead_fraction"]) * len(estimator.components_),
         "fit time (s)": seconds,
     }
 
@@ -151,8 +153,8 @@ def synthetic_part(budget, bar):
             f"and L0 = 3 for every method, {max_iter} iterations (epochs for the sparse "
             f"autoencoder), mean of {seeds} seeds. The concept bank is the true dictionary "
             "with both signs of every atom. The true codes take both signs while TopK "
-            "codes are non-negative, so the autoencoder would need two latents per true "
-            "atom and recovers almost none. sklearn's alpha is "
+            "codes are non-negative, so the TopK autoencoder would need two latents per "
+            "true atom and recovers almost none; AbsTopK codes are signed. sklearn's alpha is "
             f"{_MBDL_ALPHA_PER_NORM} x the RMS row norm (its default, 1, ignores the data's "
             "scale)."
         ),
@@ -298,7 +300,7 @@ def _write_report(out_dir, parts, rows, quick):
     synthetic, digits = parts
     report = Report("skdict demo")
     report.add_text(
-        "DoubleBatchKSVD, a TopK SparseAutoencoder and scikit-learn's "
+        "DoubleBatchKSVD, TopK and AbsTopK SparseAutoencoders and scikit-learn's "
         "MiniBatchDictionaryLearning with the same "
         "number of atoms and the same number of non-zeros per code. Faithfulness, "
         "specificity and unique names score the atoms' names from the concept bank of "

@@ -14,13 +14,6 @@ from scipy.optimize import linear_sum_assignment
 _COSINE_CHUNK = 1024
 
 
-def sparse_codes(estimator, X):
-    """Codes of X as CSC, whatever the estimator's ``sparse_output`` is."""
-    codes = sp.csc_matrix(estimator.transform(X), dtype=np.float64)
-    codes.eliminate_zeros()
-    return codes
-
-
 def atom_statistics(codes):
     """Usage (share of samples firing) and mean |activation| where each atom fires."""
     n_samples = codes.shape[0]

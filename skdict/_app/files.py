@@ -11,6 +11,7 @@ runs whatever code the file holds.
 
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,25 +23,47 @@ from .._persistence import (
     ACCEPTED,
     ACCEPTED_TEXT,
     ModelFileError,
-    atomic_write,
     is_model_file,
     load,
     resolve_class,
     save,
 )
 from .._sae.saelens import is_saelens_folder
+from .._staging import atomic_write
+from .._validation import magnitude_problem
+
+# Text read from something other than a regular file (a pipe, a device such as
+# /dev/zero) is read up to this size: labels or concept names, not gigabytes.
+_MAX_STREAM_BYTES = 1 << 26
 
 
 class CLIError(Exception):
     """A mistake in the command's input, reported as one line with exit code 2."""
 
 
+def first_line(exc):
+    """The first line of an exception's message (its type's name if it has none)."""
+    message = str(exc).strip()
+    return message.splitlines()[0] if message else type(exc).__name__
+
+
 def _existing(path, what):
+    """`path`, a non-empty regular file or a folder (a device or a pipe is read forever)."""
+    path = _found(path, what)
+    if not (path.is_file() or path.is_dir()):
+        raise CLIError(
+            f"{what} {str(path)!r} is not a regular file or folder (a device, pipe or "
+            "socket); give a file."
+        )
+    if path.is_file() and path.stat().st_size == 0:
+        raise CLIError(f"{what} {str(path)!r} is empty (0 bytes).")
+    return path
+
+
+def _found(path, what):
     path = Path(path)
     if not path.exists():
         raise CLIError(f"{what} {str(path)!r} does not exist.")
-    if path.is_file() and path.stat().st_size == 0:
-        raise CLIError(f"{what} {str(path)!r} is empty (0 bytes).")
     return path
 
 
@@ -60,9 +83,16 @@ def _check_matrix(X, source):
 def _load_npy(path):
     """Memory-map a .npy file, so that only the rows in use are read."""
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise CLIError(f"cannot read {str(path)!r} as a .npy array: {exc}") from exc
+    if not isinstance(array, np.ndarray):  # np.load opens any zip archive as an .npz
+        array.close()
+        raise CLIError(
+            f"{str(path)!r} is a zip archive (an .npz file or a model), not a .npy array; "
+            "give embeddings as .npy, .npz (named so) or a folder of .npy shards."
+        )
+    return array
 
 
 def _load_npz(path):
@@ -75,8 +105,11 @@ def _load_npz(path):
                     return archive[key]
             if len(names) == 1:
                 return archive[names[0]]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise CLIError(f"cannot read {str(path)!r} as an .npz archive: {exc}") from exc
+    # zlib.error: a corrupt member; MemoryError: a member whose header claims a huge shape.
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, MemoryError) as exc:
+        raise CLIError(
+            f"cannot read {str(path)!r} as an .npz archive: {first_line(exc)}"
+        ) from exc
     raise CLIError(
         f"{str(path)!r} holds the arrays {names}; save the embeddings as the only "
         "array or under the name 'X' or 'embeddings'."
@@ -105,16 +138,24 @@ def _load_array(path, what):
     path = _existing(path, what)
     if path.is_dir():
         return _load_shards(path)
+    if is_model_file(path):
+        raise CLIError(
+            f"{what} {str(path)!r} is a skdict model file; give embeddings as .npy, .npz "
+            "or a folder of .npy shards."
+        )
     if path.suffix == ".npz":
         return _load_npz(path)
     return _load_npy(path)
 
 
-def load_embeddings(path, n_features=None):
+def load_embeddings(path, n_features=None, *, working_dtype=None):
     """Load a 2-D array of embeddings from a .npy, .npz or a directory of .npy shards.
 
     A .npy file is memory-mapped (read lazily, row chunk by row chunk, by the
     estimators); the shards of a directory are concatenated in name order.
+    Embeddings so small that no model can code them (the largest squared row
+    norm underflows, as ``fit`` refuses) are refused for every command:
+    encoding them would give all-zero codes.
 
     Parameters
     ----------
@@ -122,6 +163,9 @@ def load_embeddings(path, n_features=None):
         The file or directory.
     n_features : int, default=None
         Number of columns the array must have (a fitted model's input width).
+    working_dtype : dtype, default=None
+        The dtype a model computes in after scaling X (a SparseAutoencoder's
+        ``_working_dtype``); None: X's own dtype.
 
     Returns
     -------
@@ -135,6 +179,13 @@ def load_embeddings(path, n_features=None):
         )
     if not np.issubdtype(X.dtype, np.floating):
         X = X.astype(np.float32)
+    # Overflow is left to the estimators, which know whether they rescale X first.
+    problem = magnitude_problem(X, working_dtype, "X", overflow=False)
+    if problem:
+        raise CLIError(
+            f"{str(path)!r} is {problem}; rescale the embeddings by a constant, e.g. "
+            "X / np.abs(X).max()."
+        )
     return X
 
 
@@ -148,13 +199,13 @@ def load_images(path, n_samples):
     """
     path = _existing(path, "images")
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+        files = image_files(path)
         if len(files) != n_samples:
             raise CLIError(
                 f"directory {str(path)!r} holds {len(files)} images but the embeddings "
                 f"have {n_samples} rows; give one image per row."
             )
-        _check_image_files(files)
+        check_image_files(files)
         return [str(p) for p in files]
     images = _load_array(path, "images file")
     if images.ndim not in (3, 4) or images.shape[0] != n_samples:
@@ -165,8 +216,18 @@ def load_images(path, n_samples):
     return images
 
 
-def _check_image_files(files):
-    """Open every image once before the site is built, naming the first unreadable one."""
+def is_image_file(path):
+    """Whether `path` has one of the image suffixes (any case) that image folders list."""
+    return Path(path).suffix.lower() in _IMAGE_SUFFIXES
+
+
+def image_files(folder):
+    """The image files of `folder`, in name order: one per embedding row."""
+    return sorted(p for p in Path(folder).iterdir() if is_image_file(p))
+
+
+def check_image_files(files):
+    """Open every image once, raising CLIError that names the first unreadable one."""
     from .._optional import import_optional
 
     Image = import_optional("PIL.Image", "vision", "explore --images")
@@ -177,8 +238,7 @@ def _check_image_files(files):
         # pillow reports bad files as OSError (UnidentifiedImageError), SyntaxError
         # or ValueError, depending on the decoder.
         except (OSError, SyntaxError, ValueError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise CLIError(f"cannot read image {str(file)!r}: {reason}") from exc
+            raise CLIError(f"cannot read image {str(file)!r}: {first_line(exc)}") from exc
 
 
 def load_model(path, *, trust_pickle=False):
@@ -247,9 +307,8 @@ def load_bank(path):
     path = _existing(path, "concept bank")
     try:
         return ConceptBank.load(path)
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CLIError(f"cannot read concept bank {str(path)!r}: {message}") from exc
+    except (ValueError, OSError, zipfile.BadZipFile, zlib.error) as exc:
+        raise CLIError(f"cannot read concept bank {str(path)!r}: {first_line(exc)}") from exc
 
 
 _PICKLE_SUFFIXES = {".joblib", ".pkl", ".pickle"}
@@ -347,6 +406,32 @@ def save_codes(codes, path):
     return path
 
 
+def load_codes(path, n_samples, n_atoms):
+    """Codes written by ``skdict encode``, checked against the embeddings and the model.
+
+    `n_samples` (None when no embeddings are given) and `n_atoms` are what the
+    codes must fit: one row per embedding, one column per atom.
+    """
+    path = _existing(path, "codes file")
+    try:
+        codes = sp.load_npz(path).tocsr()
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise CLIError(
+            f"cannot read --codes {str(path)!r} as codes written by 'skdict encode': {exc}"
+        ) from exc
+    expected_rows = codes.shape[0] if n_samples is None else n_samples
+    if codes.shape != (expected_rows, n_atoms):
+        rows = "" if n_samples is None else f"{n_samples} rows (the embeddings) and "
+        raise CLIError(
+            f"--codes {str(path)!r} has shape {codes.shape} but must have {rows}{n_atoms} "
+            "columns (the model's atoms); encode these embeddings with this model: "
+            "skdict encode MODEL EMBEDDINGS -o CODES.npz."
+        )
+    if not np.issubdtype(codes.dtype, np.floating) or not np.all(np.isfinite(codes.data)):
+        raise CLIError(f"--codes {str(path)!r} holds non-finite or non-float values.")
+    return codes
+
+
 def read_lines(path, what, *, allow_blank):
     """The lines of a UTF-8 text file, split on ``\n`` only.
 
@@ -356,9 +441,9 @@ def read_lines(path, what, *, allow_blank):
     lines are entries when `allow_blank` (an empty label keeps the rows
     aligned), otherwise an error naming the line.
     """
-    path = _existing(path, what)
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: a byte-order mark (as Windows editors write) is not part of line 1.
+        text = _read_bytes(path, what).decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise CLIError(f"cannot read {what} {str(path)!r}: {exc}") from exc
     lines = text.split("\n")
@@ -375,6 +460,23 @@ def read_lines(path, what, *, allow_blank):
                     "or remove it."
                 )
     return lines
+
+
+def _read_bytes(path, what):
+    """The bytes of a file; a pipe or a device is read up to a bound (/dev/zero has none)."""
+    path = _found(path, what)
+    if path.is_dir():
+        raise CLIError(f"{what} {str(path)!r} is a folder; give a text file.")
+    if path.is_file():
+        return path.read_bytes()
+    with open(path, "rb") as stream:
+        data = stream.read(_MAX_STREAM_BYTES + 1)
+    if len(data) > _MAX_STREAM_BYTES:
+        raise CLIError(
+            f"{what} {str(path)!r} is not a regular file and gives more than "
+            f"{_MAX_STREAM_BYTES >> 20} MiB; save the text to a file."
+        )
+    return data
 
 
 def check_line_count(lines, n_rows, path, what):

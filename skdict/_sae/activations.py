@@ -24,7 +24,7 @@ that ``SparseAutoencoder(activation=...)`` accepts:
 ...     def forward(self, pre, state, training):
 ...         return (pre - 0.1).relu()
 >>> sorted(ACTIVATIONS)
-['batchtopk', 'jumprelu', 'relu', 'shifted_relu', 'topk']
+['abstopk', 'batchtopk', 'jumprelu', 'relu', 'shifted_relu', 'topk']
 >>> del ACTIVATIONS["shifted_relu"]
 """
 
@@ -123,6 +123,26 @@ class Activation:
 
     def __init__(self, k):
         self.k = k
+
+    def keep_largest(self, pre, k):
+        """Codes that keep the `k` largest pre-activations of each row, the rest zero.
+
+        The AuxK loss asks for it on the dead latents' pre-activations. By
+        default the largest values, then ReLU (codes are non-negative); a
+        signed variant keeps the largest magnitudes with their sign.
+
+        Parameters
+        ----------
+        pre : torch.Tensor of shape (n_rows, n_latents)
+            Pre-activations.
+        k : int
+            Latents kept per row, at most ``n_latents``.
+
+        Returns
+        -------
+        codes : torch.Tensor of shape (n_rows, n_latents)
+        """
+        return _keep_topk(pre, k, dim=1)
 
     def check_params(self, n_components):
         """Raise a ValueError naming the parameter when one does not fit the model.
@@ -291,7 +311,8 @@ class TopK(_KPerRow):
         return _keep_topk(pre, self.k, dim=1)
 
     def saelens_config(self):
-        return {"k": int(self.k)}
+        # skdict's decoder rows are unit vectors: SAELens need not rescale by their norms.
+        return {"k": int(self.k), "rescale_acts_by_decoder_norm": False}
 
 
 @register("batchtopk")
@@ -403,3 +424,27 @@ class JumpReLU(Activation):
 
     def saelens_threshold(self, threshold, n_components):
         return threshold
+
+
+@register("abstopk")
+class AbsTopK(_KPerRow):
+    """The `k` pre-activations of each row largest in magnitude, with their sign.
+
+    No ReLU: a latent fires in either direction, so one latent carries a
+    feature whose coefficient takes both signs, where TopK spends one latent
+    on each sign (Zhu, Khalili & Zhu, 2025, "AbsTopK: Rethinking Sparse
+    Autoencoders For Bidirectional Features"). SAELens (6.x) has the same rule
+    as its ``"abstopk"`` architecture.
+    """
+
+    saelens_architecture = "abstopk"
+
+    def forward(self, pre, state, training):
+        return self.keep_largest(pre, self.k)
+
+    def keep_largest(self, pre, k):
+        index = pre.abs().topk(k, dim=1, sorted=False).indices
+        return pre.new_zeros(pre.shape).scatter(1, index, pre.gather(1, index))
+
+    def saelens_config(self):
+        return {"k": int(self.k), "rescale_acts_by_decoder_norm": False}

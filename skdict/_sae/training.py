@@ -154,7 +154,8 @@ class Trainer:
         self.step_count += 1
         with torch.no_grad():
             self.rows_since_fired += x.shape[0]
-            self.rows_since_fired[(codes > 0).any(0)] = 0
+            # != 0: a signed activation (AbsTopK) fires with negative codes too
+            self.rows_since_fired[(codes != 0).any(0)] = 0
             totals.add_batch(mse * x.shape[0], loss)
 
     def _sparsity_loss(self, pre, codes):
@@ -169,14 +170,15 @@ class Trainer:
     def _auxk_loss(self, pre, residual):
         """Dead latents' top ``k_aux`` reconstruct the (detached) residual.
 
-        Normalised by the residual's energy, as in Gao et al. (2024).
+        Normalised by the residual's energy, as in Gao et al. (2024). The top
+        are chosen as the activation chooses (by magnitude for AbsTopK).
         """
         dead = torch.nonzero(self.dead).squeeze(1)
         if self.auxk_coef == 0 or dead.numel() == 0:
             return 0.0
         # top-k over the dead latents' columns only: cheap while few are dead
-        top, idx = pre[:, dead].topk(min(self.k_aux, dead.numel()), dim=1, sorted=False)
-        aux_codes = torch.zeros_like(pre).scatter(1, dead[idx], top.clamp_min(0))
+        kept = self.module.activation.keep_largest(pre[:, dead], min(self.k_aux, dead.numel()))
+        aux_codes = torch.zeros_like(pre).index_copy(1, dead, kept)
         target = residual.detach()
         aux_error = (aux_codes @ self.module.decoder_weight - target).pow(2).sum(1).mean()
         energy = target.pow(2).sum(1).mean().clamp_min(1e-12)

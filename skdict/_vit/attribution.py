@@ -1,20 +1,97 @@
-"""Direct contributions of image tokens to a ViT's class logits through attention.
+"""Which patches carry a class: the explanations behind ``explain`` and the perturbation test.
 
-The computations behind :func:`skdict.inspection.explain` and
-:func:`skdict.inspection.perturbation_test`. The output of one attention
-layer at the pooled query (the class token, or the mean over patch queries for
-average-pooled models) is a sum over key tokens j of
-``proj(A[query, j] * v_j)`` (per head, then merged), plus a bias. Each term is
-token j's contribution to the residual stream; read through the classifier
-linearised at the model's final pooled state, it gives the class evidence that
-j sends to the output.
+Two definitions of the relevance of patch token j for class c (``method``):
+
+- ``"gradient"``, the authors' (``ViTGradients._compute_cross_entropy`` in
+  their ``src/gradients.py``, summed over blocks and heads as
+  ``get_accumulated_grads`` does): in each selected block b, the attention
+  branch's output at the class token, projected alone
+  (``head(fc_norm(norm(.)))``), gives a cross-entropy loss L_b for class c;
+  the relevance is ``-sum_b sum_h dL_b / dA_b[h, 0, j]``, the gradient with
+  respect to the class token's attention weight on j. As in their code, the
+  loss is torch's cross-entropy of the softmax *probabilities* (which takes a
+  log-softmax of them once more), and each block's gradient is local: it
+  reaches A_b only through block b's own attention output.
+- ``"evidence"``, skdict's: what j writes, through the attention layers, into
+  the pooled token, read by the classifier linearised at the model's final
+  pooled state. The output of one attention layer at the pooled query (the
+  class token, or the mean over patch queries for average-pooled models) is a
+  sum over key tokens j of ``proj(A[query, j] * v_j)`` (per head, then
+  merged), plus a bias; each term's dot product with the gradient of the
+  class-c logit at the final pooled state is j's evidence.
+
+Both recompute the attention weights from the captured inputs, so fused
+attention is fine.
 """
 
 import numpy as np
 
 from .._optional import import_optional
+from . import attention
+from .hooks import OUTPUT, attention_branch
 
 _FEATURE = "ClassEmbeddingProjector"
+EXPLAIN_METHODS = ("gradient", "evidence")
+
+
+def patch_relevance(proj, x, y, method):
+    """Relevance (N, n_patches) of each patch for classes y (None: the prediction)."""
+    if method not in EXPLAIN_METHODS:
+        raise ValueError(
+            "method must be 'gradient' (the authors' attention gradients) or 'evidence' "
+            f"(skdict's attention evidence), got {method!r}."
+        )
+    if method == "gradient":
+        return _gradient_relevance(proj, x, y)
+    return _evidence(proj, x, y)
+
+
+def _targets(y, rows, states, torch):
+    if y is None:
+        return states[OUTPUT].argmax(dim=-1)
+    return torch.from_numpy(y[rows]).to(states[OUTPUT].device)
+
+
+def _gradient_relevance(proj, x, y):
+    torch = import_optional("torch", "vision", _FEATURE)
+    m = proj.model_
+    if getattr(m, "cls_token", None) is None:
+        raise ValueError(
+            "method='gradient' differentiates the class token's attention weights, as the "
+            "authors' code does; this model has no class token: use method='evidence'."
+        )
+    for layer in proj.layers_:
+        attention.check_attention(m.blocks[layer].attn, "explain(method='gradient')")
+    maps = []
+    for rows, states in proj._batches(x, ("attn_in", OUTPUT)):
+        target = _targets(y, rows, states, torch)
+        relevance = 0
+        for i, layer in enumerate(proj.layers_):
+            relevance = relevance + _cls_row_gradient(
+                proj, m.blocks[layer], states["attn_in"][:, i], target, torch
+            )
+        maps.append(-relevance[:, proj.num_prefix_tokens_:].cpu().numpy())
+    return np.concatenate(maps)
+
+
+def _cls_row_gradient(proj, block, z, target, torch):
+    """The gradient of `block`'s class-token loss w.r.t. A[h, 0, j], summed over heads: (B, T).
+
+    The loss is the cross-entropy of the softmax of the attention branch's
+    output at the class token, projected alone; `z` is the attention's input.
+    """
+    m = proj.model_
+    with torch.enable_grad():
+        weights, v = attention.weights(block.attn, z)
+        row = weights[:, :, :1].detach().requires_grad_(True)
+        branch = attention_branch(block, proj.layer_scale)(
+            attention.output(block.attn, z, row, v, slice(0, 1))
+        )
+        logits = m.head(m.fc_norm(m.norm(branch[:, 0])))
+        loss = torch.nn.functional.cross_entropy(logits.softmax(dim=-1), target,
+                                                 reduction="sum")
+        (grad,) = torch.autograd.grad(loss, row)
+    return grad[:, :, 0].sum(dim=1)
 
 
 def attention_contributions(attn, z, query_rows, torch):
@@ -34,10 +111,7 @@ def attention_contributions(attn, z, query_rows, torch):
             "explain needs attention without output normalisation (scale_norm=False)."
         )
     B, T, _ = z.shape
-    qkv = attn.qkv(z).reshape(B, T, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.unbind(0)
-    q, k = attn.q_norm(q), attn.k_norm(k)
-    weights = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+    weights, v = attention.weights(attn, z)
     pooled = weights[:, :, query_rows].mean(dim=2)
     merged = (pooled[..., None] * v).transpose(1, 2).reshape(B, T, attn.attn_dim)
     if attn.gate is not None:
@@ -59,8 +133,7 @@ def readout_gradient(model, pooled, target, torch):
     return grad
 
 
-def patch_evidence(proj, x, y):
-    """Per-patch evidence (N, n_patches) for classes y (None: the prediction)."""
+def _evidence(proj, x, y):
     torch = import_optional("torch", "vision", _FEATURE)
     m = proj.model_
     if not hasattr(m.blocks[0], "ls1"):
@@ -72,14 +145,11 @@ def patch_evidence(proj, x, y):
     has_cls = getattr(m, "cls_token", None) is not None
     query = slice(0, 1) if has_cls else slice(n_prefix, None)
     maps = []
-    for rows, hidden in proj._batches(x, ("attn_in", "resid"), range(proj.n_layers_)):
+    sites = ("attn_in", "resid", OUTPUT)
+    for rows, hidden in proj._batches(x, sites, range(proj.n_layers_)):
         final = hidden["resid"][:, -1]
         pooled = final[:, 0] if has_cls else final[:, n_prefix:].mean(dim=1)
-        if y is None:
-            target = m.head(m.fc_norm(m.norm(pooled))).argmax(dim=-1)
-        else:
-            target = torch.from_numpy(y[rows]).to(pooled.device)
-        grad = readout_gradient(m, pooled, target, torch)
+        grad = readout_gradient(m, pooled, _targets(y, rows, hidden, torch), torch)
         evidence = 0
         for layer in proj.layers_:
             contributions = m.blocks[layer].ls1(
@@ -99,43 +169,3 @@ def upsample(grid, size):
         torch.from_numpy(grid[:, None]), size=size, mode="bilinear", align_corners=False
     )
     return heatmaps[:, 0].numpy().astype(np.float32)
-
-
-def kept_logits(proj, x, keep):
-    """Class logits (N, n_classes) when only the patches `keep` (N, n_keep) enter the blocks.
-
-    timm's forward takes no list of tokens to keep, but it has a slot for
-    removing patch tokens: ``patch_drop`` (PatchDropout, the identity in eval
-    mode), after the position embedding and before ``norm_pre``. A forward
-    hook there replaces its output by the prefix tokens and the kept patches
-    (each with its own position embedding), so that the rest is the model's
-    own forward: ``norm_pre``, the blocks, ``norm`` and the head, pooling over
-    the kept tokens only. An attention mask (``forward_features(attn_mask=)``,
-    recent timm only) would give the class token the same result but still
-    run the removed tokens, and average pooling would include them.
-    """
-    torch = import_optional("torch", "vision", _FEATURE)
-    m, n_prefix = proj.model_, proj.num_prefix_tokens_
-    if not hasattr(m, "patch_drop"):
-        raise ValueError(
-            f"perturbation_test needs a timm VisionTransformer with a patch_drop slot "
-            f"(timm >= 1.0); this {type(m).__name__} has none."
-        )
-    logits = []
-    for start in range(0, len(x), proj.batch_size):
-        batch = x[start:start + proj.batch_size].to(proj.device_)
-        index = torch.from_numpy(np.ascontiguousarray(keep[start:start + proj.batch_size]))
-        index = index.to(proj.device_)
-
-        def select(module, args, tokens):
-            patches = tokens[:, n_prefix:]
-            kept = torch.gather(patches, 1, index[..., None].expand(-1, -1, patches.shape[-1]))
-            return torch.cat([tokens[:, :n_prefix], kept], dim=1)
-
-        handle = m.patch_drop.register_forward_hook(select)
-        try:
-            with torch.no_grad():
-                logits.append(m(batch).cpu().numpy())
-        finally:
-            handle.remove()
-    return np.concatenate(logits)

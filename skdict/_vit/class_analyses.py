@@ -1,8 +1,9 @@
 """The measures of Vilas, Schaumlöffel & Roig (NeurIPS 2023) on a fitted projector.
 
 The computations behind :meth:`ClassEmbeddingProjector.identifiability` and
-the functions of :mod:`skdict.inspection`, following the definitions of the
-paper's code (github.com/martinagvilas/vit-cls_emb).
+:func:`skdict.inspection.class_similarity_change`, and the rules the other
+analyses share (``memories``, ``probes``, ``perturbation``), following the
+definitions of the paper's code (github.com/martinagvilas/vit-cls_emb).
 
 Two rules hold throughout:
 
@@ -15,22 +16,16 @@ Two rules hold throughout:
   architecture with random weights), an analysis also runs on the baseline and
   returns, per layer, the one-sided Wilcoxon signed-rank p-value
   (``scipy.stats.wilcoxon(trained, baseline, alternative="greater")``) over the
-  pairs the paper pairs: tokens for identifiability, classes for the
-  class-value and key-value agreement, images for the class-similarity change.
+  pairs the paper pairs: tokens for identifiability (by group, and all tokens
+  pooled as the authors' one test), classes for the class-value and key-value
+  agreement, images for the class-similarity change.
 """
 
 import numpy as np
 from scipy.stats import wilcoxon
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from sklearn.utils import Bunch
 
-from .._optional import import_optional
-from .hooks import _is_pre_norm, check_sites
-
-_FEATURE = "ClassEmbeddingProjector"
-TOP_MEMORIES = 5
+from .hooks import check_sites
 
 
 def check_labels(y, n_images, n_classes, name="y"):
@@ -119,15 +114,37 @@ def _token_identifiability(proj, images, y):
     return 1.0 - ranks(logits, y[:, None, None]) / len(proj.classes_)
 
 
-def _summarise_identifiability(proj, r):
-    has_cls = getattr(proj.model_, "cls_token", None) is not None
+def has_class_token(proj):
+    return getattr(proj.model_, "cls_token", None) is not None
+
+
+def identifiability_per_image(proj, r):
+    """Per image and layer (N, n_layers): the measures of identifiability.
+
+    `r` (N, n_layers, n_tokens) holds each token's identifiability, prefix
+    tokens first. Averaged over images, these are the curves that
+    :meth:`ClassEmbeddingProjector.identifiability` returns.
+    """
     patches = r[:, :, proj.num_prefix_tokens_:]
+    top1 = patches == 1.0
     return Bunch(
-        cls=r[:, :, 0].mean(axis=0) if has_cls else np.full(r.shape[1], np.nan),
-        image_tokens=patches.mean(axis=(0, 2)),
-        top1_share=(patches == 1.0).mean(axis=(0, 2)),
-        layers=np.array(proj.layers_),
+        cls=r[:, :, 0] if has_class_token(proj) else np.full(r.shape[:2], np.nan),
+        image_tokens=patches.mean(axis=2),
+        top1_share=top1.mean(axis=2),
+        top1_image_share=top1.any(axis=2).astype(float),
     )
+
+
+def summarise_identifiability(proj, per_image):
+    """The mean over images of each measure of `identifiability_per_image`."""
+    result = Bunch(**{name: values.mean(axis=0) for name, values in per_image.items()})
+    result.layers = np.array(proj.layers_)
+    return result
+
+
+def _token_pairs(r, tokens):
+    """(N * n_tokens, n_layers): the `tokens` of every image, one token per row."""
+    return r[:, :, tokens].transpose(0, 2, 1).reshape(-1, r.shape[1])
 
 
 def identifiability(proj, images, y, *, baseline=None):
@@ -136,20 +153,22 @@ def identifiability(proj, images, y, *, baseline=None):
     See :meth:`ClassEmbeddingProjector.identifiability`.
     """
     r = _token_identifiability(proj, images, y)
-    result = _summarise_identifiability(proj, r)
+    result = summarise_identifiability(proj, identifiability_per_image(proj, r))
     if baseline is None:
         return result
     baseline = check_baseline(proj, baseline)
     r_base = _token_identifiability(baseline, images, y)
-    result.baseline = _summarise_identifiability(baseline, r_base)
-    n_prefix = proj.num_prefix_tokens_
-    patches = r[:, :, n_prefix:].transpose(0, 2, 1).reshape(-1, r.shape[1])
-    patches_base = r_base[:, :, n_prefix:].transpose(0, 2, 1).reshape(-1, r.shape[1])
-    result.pvalue = Bunch(
-        cls=(per_layer_pvalues(r[:, :, 0], r_base[:, :, 0])
-             if not np.isnan(result.cls).all() else np.full(r.shape[1], np.nan)),
-        image_tokens=per_layer_pvalues(patches, patches_base),
+    result.baseline = summarise_identifiability(
+        baseline, identifiability_per_image(baseline, r_base)
     )
+    has_cls, patches = has_class_token(proj), list(range(proj.num_prefix_tokens_, r.shape[2]))
+    groups = {"cls": [0] if has_cls else [], "image_tokens": patches,
+              "all_tokens": ([0] if has_cls else []) + patches}
+    result.pvalue = Bunch(**{
+        name: (per_layer_pvalues(_token_pairs(r, tokens), _token_pairs(r_base, tokens))
+               if tokens else np.full(r.shape[1], np.nan))
+        for name, tokens in groups.items()
+    })
     return result
 
 
@@ -157,13 +176,19 @@ def identifiability(proj, images, y, *, baseline=None):
 
 
 def change_per_image(proj, images, y, reference):
-    """Per image and layer, the share of tokens whose true-class logit each branch raises."""
-    sites = ("input", "attn", "mlp") + (("mlp_in",) if reference == "branch_input" else ())
+    """Per image and layer, the share of tokens whose true-class logit each branch raises.
+
+    ``"block"``: the share whose true-class logit is higher at the block
+    output than at its input (the authors' ``get_ident_change_rate``).
+    """
+    sites = ("input", "attn", "mlp", "resid") + (
+        ("mlp_in",) if reference == "branch_input" else ()
+    )
     check_sites(proj.model_.blocks[0], sites)
     x = proj._tensor(images)
     y = check_labels(y, len(x), len(proj.classes_))
     tokens = proj._token_slice(proj.tokens)
-    rates = {"attn": [], "mlp": []}
+    rates = {"attn": [], "mlp": [], "block": []}
     for rows, hidden in proj._batches(x, sites):
         labels = y[rows][:, None, None, None]
         target = {
@@ -175,150 +200,5 @@ def change_per_image(proj, images, y, reference):
         mlp_reference = target["mlp_in" if reference == "branch_input" else "input"]
         rates["attn"].append((target["attn"] > target["input"]).mean(axis=2))
         rates["mlp"].append((target["mlp"] > mlp_reference).mean(axis=2))
+        rates["block"].append((target["resid"] > target["input"]).mean(axis=2))
     return {branch: np.concatenate(parts) for branch, parts in rates.items()}
-
-
-# -- key-value memories (the authors' memories.py) -------------------------
-
-
-def _numpy(tensor):
-    return tensor.detach().cpu().numpy()
-
-
-def value_vectors(proj, layer, kind):
-    """Value vectors (n_values, width) of block `layer`'s MLP or attention.
-
-    They are the columns of ``mlp.fc2.weight`` or ``attn.proj.weight``; with
-    ``layer_scale="after"`` and a LayerScale in the block, scaled by its gamma,
-    i.e. as they are written to the residual stream.
-    """
-    block = proj.model_.blocks[layer]
-    weight = block.mlp.fc2.weight if kind == "mlp" else block.attn.proj.weight
-    values = _numpy(weight).T
-    scale = getattr(block, "ls2" if kind == "mlp" else "ls1", None)
-    if proj.layer_scale == "after" and _is_pre_norm(block) and hasattr(scale, "gamma"):
-        values = values * _numpy(scale.gamma)
-    return values
-
-
-def _value_scores(proj, values, ranking):
-    if ranking == "raw":
-        return values @ _numpy(proj.model_.head.weight).T
-    return proj.project_directions(values)
-
-
-def _top(scores, k, axis):
-    """Indices of the k largest entries along `axis`; ties go to the lower index."""
-    order = np.argsort(-scores, axis=axis, kind="stable")
-    return np.take(order, np.arange(k), axis=axis)
-
-
-def _key_hits(proj, images, y, kind, top_memories):
-    """Per token (restricted by ``tokens``): do its top keys meet its class's memories?
-
-    Returns hits (n_images, n_layers, n_tokens) of bool and the labels.
-    """
-    torch = import_optional("torch", "vision", _FEATURE)
-    if y is None:
-        raise ValueError("value_agreement needs y with images: the true classes.")
-    x = proj._tensor(images)
-    y = check_labels(y, len(x), len(proj.classes_))
-    site = f"{kind}_keys"
-    check_sites(proj.model_.blocks[0], (site,))
-    tokens, hits = proj._token_slice(proj.tokens), []
-    for rows, hidden in proj._batches(x, (site,)):
-        keys = hidden[site][:, :, tokens]
-        # stable sort: among equal coefficients the lower memory index wins
-        top_keys = torch.sort(keys, dim=-1, descending=True, stable=True).indices
-        top_keys = _numpy(top_keys[..., :TOP_MEMORIES])
-        memories = top_memories[:, y[rows]].transpose(1, 0, 2)  # (B, layers, 5)
-        match = top_keys[..., :, None] == memories[:, :, None, None, :]
-        hits.append(match.any(axis=(-1, -2)))
-    return np.concatenate(hits), y
-
-
-def _per_class_rates(hits, y, n_classes):
-    """(n_classes, n_layers) share of hit tokens among the images of each class."""
-    per_image = hits.mean(axis=2)
-    rates = np.full((n_classes, hits.shape[1]), np.nan)
-    for c in np.unique(y):
-        rates[c] = per_image[y == c].mean(axis=0)
-    return rates
-
-
-def key_value_memories(proj, images, y, kind, ranking, average):
-    """Value scores, class-value agreement, top memories and (with images) key hits.
-
-    The Bunch that :func:`skdict.inspection.value_agreement` returns, without
-    the baseline.
-    """
-    embedding = _numpy(proj.model_.head.weight)
-    embedding = embedding / np.linalg.norm(embedding, axis=1, keepdims=True)
-    scores, agreement = [], []
-    for layer in proj.layers_:
-        values = value_vectors(proj, layer, kind)
-        scores.append(_value_scores(proj, values, ranking))
-        unit = values / np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-12)
-        agreement.append((embedding @ unit.T).max(axis=1))
-    scores = np.stack(scores)
-    top = _top(scores, TOP_MEMORIES, axis=1).transpose(0, 2, 1)
-    result = Bunch(
-        value_scores=scores,
-        agreement=np.stack(agreement),
-        top_memories=top,
-        key_value_agreement=None,
-        key_value_agreement_per_class=None,
-        layers=np.array(proj.layers_),
-        kind=kind,
-        ranking=ranking,
-        average=average,
-    )
-    if images is not None:
-        hits, y = _key_hits(proj, images, y, kind, top)
-        per_class = _per_class_rates(hits, y, len(proj.classes_))
-        result.key_value_agreement_per_class = per_class.T
-        result.key_value_agreement = (
-            np.nanmean(per_class, axis=0) if average == "class" else hits.mean(axis=(0, 2))
-        )
-    return result
-
-
-# -- linear probes (the authors' linear_probing/prober.py) -----------------
-
-
-def hidden_and_logits(proj, images):
-    """Hidden states (N, layers, tokens, width) at the site and their projections."""
-    x = proj._tensor(images)
-    hidden, logits = [], []
-    for _, states in proj._batches(x, (proj.site,)):
-        h = states[proj.site]
-        hidden.append(_numpy(h))
-        logits.append(_numpy(proj._to_classes(h)))
-    return np.concatenate(hidden), np.concatenate(logits)
-
-
-def probe_scores(train_states, y_train, test_states, n_classes, C, random_state):
-    """Decision scores (n_test, n_classes) of a standardised logistic regression."""
-    probe = make_pipeline(
-        StandardScaler(), LogisticRegression(C=C, max_iter=1000, random_state=random_state)
-    ).fit(train_states, y_train)
-    classes = probe[-1].classes_
-    raw = probe.decision_function(test_states)
-    if raw.ndim == 1:  # two classes seen: one score for classes[1]
-        raw = np.stack([-raw, raw], axis=1)
-    # classes absent from the training split can never be predicted
-    scores = np.full((len(test_states), n_classes), -np.inf)
-    scores[:, classes] = raw
-    return scores
-
-
-def readout_summary(r, has_cls, n_prefix):
-    """Mean identifiability and top-1 share per layer of the class and image tokens."""
-    patches = r[:, :, n_prefix:]
-    nan = np.full(r.shape[1], np.nan)
-    return Bunch(
-        cls=r[:, :, 0].mean(axis=0) if has_cls else nan,
-        cls_accuracy=(r[:, :, 0] == 1.0).mean(axis=0) if has_cls else nan,
-        image_tokens=patches.mean(axis=(0, 2)),
-        image_tokens_accuracy=(patches == 1.0).mean(axis=(0, 2)),
-    )

@@ -20,7 +20,9 @@ Sites, for block l with input x:
 - ``"attn_keys"``: the input of the attention's output projection, i.e. the
   attention-weighted values of all heads, concatenated: the coefficients of
   the columns of ``attn.proj.weight`` (the keys of the key-value memory view
-  of an attention layer).
+  of an attention layer);
+- ``"output"``: not a block site but the model's own output (the class
+  logits), one per image; its layers are ignored.
 
 The hooks sit on modules, not inside attention, so fused attention is fine.
 """
@@ -30,6 +32,7 @@ import contextlib
 from .._optional import import_optional
 
 LAYER_SCALE = ("after", "before")
+OUTPUT = "output"
 
 
 def _is_pre_norm(block):
@@ -54,9 +57,17 @@ def _branch_module(block, branch, layer_scale="after"):
     )
 
 
+def attention_branch(block, layer_scale):
+    """The map from the output of ``block.attn`` to the block's ``"attn"`` site."""
+    module = _branch_module(block, "attn", layer_scale)
+    return (lambda out: out) if module is block.attn else module
+
+
 def check_sites(block, sites):
     """Raise a clear error now if `block` lacks a module for one of `sites`."""
     for site in sites:
+        if site == OUTPUT:
+            continue
         if site in ("attn", "mlp", "mlp_in"):
             _branch_module(block, "mlp" if site == "mlp_in" else site)
         elif site == "mlp_keys" and not hasattr(getattr(block, "mlp", None), "fc1"):
@@ -103,6 +114,7 @@ def capture(blocks, layers, sites, layer_scale="after"):
     Yields a dict site -> list (one per layer, in the order of `layers`) of
     lists of tensors (one per forward pass). The hooks are removed on exit.
     """
+    sites = [site for site in sites if site != OUTPUT]
     store = {site: [[] for _ in layers] for site in sites}
     handles = [
         _register(blocks[layer], site, store[site][i], layer_scale)
@@ -116,19 +128,26 @@ def capture(blocks, layers, sites, layer_scale="after"):
             handle.remove()
 
 
-def block_states(model, x, layers, sites, layer_scale, batch_size, device, feature):
+def block_states(model, x, layers, sites, layer_scale, batch_size, device, feature,
+                 intervene=None):
     """Yield (rows, {site: tensor (B, n_layers, n_tokens, width)}) batch by batch.
 
     Runs `model` on the input tensor `x` in batches of `batch_size` on
-    `device`, without gradients, capturing `sites` of the blocks `layers`.
-    `feature` names who asks, for the ImportError message.
+    `device`, without gradients, capturing `sites` of the blocks `layers`
+    (``"output"``: the model's output, (B, n_classes)). `intervene`, if
+    given, maps the batch's rows (a slice) to a context manager that changes
+    the forward pass of that batch (see ``interventions``). `feature` names
+    who asks, for the ImportError message.
     """
     torch = import_optional("torch", "vision", feature)
     for start in range(0, len(x), batch_size):
         batch = x[start:start + batch_size].to(device)
-        with torch.no_grad(), capture(model.blocks, layers, sites, layer_scale) as store:
-            model(batch)
-            yield slice(start, start + len(batch)), {
-                site: torch.stack([per_layer[0] for per_layer in store[site]], dim=1)
-                for site in sites
-            }
+        rows = slice(start, start + len(batch))
+        change = contextlib.nullcontext() if intervene is None else intervene(rows)
+        with torch.no_grad(), change, capture(model.blocks, layers, sites, layer_scale) as store:
+            output = model(batch)
+            states = {site: torch.stack([per_layer[0] for per_layer in store[site]], dim=1)
+                      for site in store}
+            if OUTPUT in sites:
+                states[OUTPUT] = output
+            yield rows, states

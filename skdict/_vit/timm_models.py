@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 from .._optional import import_optional
-from .checkpoint import check_weights_file
+from .checkpoint import check_weights_file, no_weights_error, reading_weights
 from .hub import hub_download
 
 
@@ -36,6 +36,26 @@ def _refuse_saved_model(path):
     )
 
 
+def check_timm_weights(model, pretrained, torch):
+    """Refuse weights that would be ignored (a module keeps its own) or never chosen.
+
+    ``pretrained=False`` is refused for a model name: it used to be the default,
+    so it cannot tell a deliberate choice of random weights from an old call;
+    ``"random"`` is the deliberate one.
+    """
+    if isinstance(model, torch.nn.Module):
+        if pretrained is not None:
+            raise ValueError(
+                f"pretrained={pretrained!r} but model is a module, which keeps its own "
+                "weights; pretrained applies to a timm model name: leave it None."
+            )
+    elif pretrained is False:
+        raise ValueError(
+            f"model={model!r} with pretrained=False: pass pretrained='random' to use "
+            "random weights on purpose, or True (hub) or a checkpoint path for trained ones."
+        )
+
+
 def create_timm_model(model, pretrained, feature, **kwargs):
     """Return a timm model in eval mode, on the CPU.
 
@@ -44,11 +64,15 @@ def create_timm_model(model, pretrained, feature, **kwargs):
     model : str, os.PathLike or torch.nn.Module
         A timm model name or a model instance (used as is). A file path is
         refused: a module saved whole is a pickle, and loading it runs code.
-    pretrained : bool, str or os.PathLike
-        False for random weights, True for the hub weights of the name, or the
-        path of a local checkpoint (a state dict or ``.safetensors``) loaded
-        through timm's ``pretrained_cfg_overlay=dict(file=...)`` after checking
-        that it opens with ``torch.load(weights_only=True)``.
+    pretrained : bool, str, os.PathLike or None
+        False or ``"random"`` for random weights, True for the hub weights of
+        the name, or the path of a local checkpoint (a state dict or
+        ``.safetensors``) loaded through timm's
+        ``pretrained_cfg_overlay=dict(file=...)`` after checking that it opens
+        with ``torch.load(weights_only=True)``; a checkpoint that does not fit
+        the architecture raises one ValueError. None (no choice made) is
+        refused for a model name, so that random weights are never used by
+        default.
     feature : str
         The skdict class asking, for error messages.
     **kwargs
@@ -72,7 +96,9 @@ def create_timm_model(model, pretrained, feature, **kwargs):
             + (f"Similar names: {', '.join(close)}. " if close else "")
             + "List them with timm.list_models('*vit*')."
         )
-    if pretrained is False:
+    if pretrained is None:
+        raise no_weights_error(model, "True (the hub weights) or a checkpoint path")
+    if pretrained is False or pretrained == "random":
         return timm.create_model(model, pretrained=False, **kwargs).eval()
     if pretrained is True:
         with hub_download(f"timm model {model!r}", "pretrained='/path/to/checkpoint'"):
@@ -82,6 +108,7 @@ def create_timm_model(model, pretrained, feature, **kwargs):
     overlay = {"file": str(path)}
     if path.suffix == ".safetensors":
         overlay["custom_load"] = False
-    return timm.create_model(
-        model, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs
-    ).eval()
+    with reading_weights(path, "pretrained", model):
+        return timm.create_model(
+            model, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs
+        ).eval()

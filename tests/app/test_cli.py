@@ -99,15 +99,6 @@ def test_encode_writes_csr_codes(files):
     np.testing.assert_array_equal(codes.toarray(), model.transform(X))
 
 
-def test_encode_in_chunks_matches_one_pass(files):
-    from skdict.cli import encode_in_chunks
-
-    tmp, X, _ = files
-    model = skdict.load(tmp / "model.skdict")
-    codes = encode_in_chunks(model, np.load(tmp / "X.npy", mmap_mode="r"), chunk=7)
-    np.testing.assert_allclose(codes.toarray(), model.transform(X))
-
-
 def test_describe_prints_one_line_per_alive_atom(files, capsys):
     tmp, X, _ = files
     model = skdict.load(tmp / "model.skdict")
@@ -124,31 +115,7 @@ def test_describe_prints_one_line_per_alive_atom(files, capsys):
         assert f"{expected.names[atom, 0]} ({expected.scores[atom, 0]:.3f})" in line
 
 
-# A CLIP small enough to build in milliseconds, registered as a named open_clip config.
-_TINY_CLIP = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16,
-                   "head_width": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
-                 "layers": 1},
-}
 CONCEPTS = ["red", "green", "blue", "a dog", "a cat", "a car", "the sea", "a tree"]
-
-
-@pytest.fixture(scope="module")
-def clip_checkpoint(tmp_path_factory, torch_one_thread):
-    """Random weights of a tiny CLIP in a local checkpoint file, as a user would have."""
-    open_clip = pytest.importorskip("open_clip")
-    import torch
-
-    tmp = tmp_path_factory.mktemp("clip")
-    config = tmp / "skdict-tiny-clip.json"
-    config.write_text(json.dumps(_TINY_CLIP))
-    open_clip.add_model_config(config)
-    torch.manual_seed(0)
-    weights = tmp / "tiny-clip.pt"
-    torch.save(open_clip.create_model("skdict-tiny-clip").state_dict(), weights)
-    return "skdict-tiny-clip", weights
 
 
 def test_describe_embeds_a_concepts_file_with_a_clip_checkpoint(clip_checkpoint, tmp_path,
@@ -184,14 +151,14 @@ def test_embedder_checkpoint_of_another_model_is_one_line(clip_checkpoint, files
     assert err.count("\n") == 1
 
 
-@pytest.mark.parametrize("spec, model, pretrained", [
-    ("clip:ViT-B-32", "ViT-B-32", None),
-    ("clip:ViT-B-16:/weights/open_clip.bin", "ViT-B-16", "/weights/open_clip.bin"),
+@pytest.mark.parametrize("spec, random_weights, model, pretrained", [
+    ("clip:ViT-B-32", True, "ViT-B-32", "random"),
+    ("clip:ViT-B-16:/weights/open_clip.bin", False, "ViT-B-16", "/weights/open_clip.bin"),
 ])
-def test_embedder_spec(spec, model, pretrained):
+def test_embedder_spec(spec, random_weights, model, pretrained):
     from skdict.cli import _parse_embedder
 
-    embedder = _parse_embedder(spec)
+    embedder = _parse_embedder(spec, random_weights)
     assert (embedder.model, embedder.pretrained) == (model, pretrained)
 
 
@@ -246,6 +213,101 @@ def test_explore_writes_the_site(files):
     assert "<html" in index.lower()
     assert len(list(out.rglob("*"))) > 3
     assert not [p for p in tmp.iterdir() if p.name.startswith(".site")]  # no staging left
+
+
+@pytest.fixture(scope="module")
+def codes_file(files):
+    tmp, X, _ = files
+    assert main(["encode", str(tmp / "model.skdict"), str(tmp / "X.npy"), "-o",
+                 str(tmp / "run_codes.npz"), "-q"]) == 0
+    sp.save_npz(tmp / "short_codes.npz", sp.load_npz(tmp / "run_codes.npz")[:-1])
+    sp.save_npz(tmp / "wide_codes.npz", sp.hstack(
+        [sp.load_npz(tmp / "run_codes.npz"), sp.csr_matrix((X.shape[0], 1))]).tocsr())
+    return tmp / "run_codes.npz"
+
+
+@pytest.mark.parametrize("command", [
+    ["score", "{tmp}/model.skdict", "{tmp}/X.npy", "--concepts", "{tmp}/bank.npz"],
+    ["describe", "{tmp}/model.skdict", "--embeddings", "{tmp}/X.npy", "--concepts",
+     "{tmp}/bank.npz", "--top-k", "2"],
+])
+def test_given_codes_print_what_encoding_prints(files, codes_file, command, capsys):
+    tmp, _, _ = files
+    argv = [a.format(tmp=tmp) for a in command] + ["-q"]
+    assert main(argv) == 0
+    encoding = capsys.readouterr().out
+    assert main(argv + ["--codes", str(codes_file)]) == 0
+    assert capsys.readouterr().out == encoding
+    assert len(encoding.splitlines()) >= 5
+
+
+def test_describe_reads_alive_atoms_from_codes_alone(files, codes_file, capsys):
+    tmp, _, _ = files
+    argv = ["describe", str(tmp / "model.skdict"), "--concepts", str(tmp / "bank.npz"), "-q"]
+    assert main(argv + ["--embeddings", str(tmp / "X.npy")]) == 0
+    with_embeddings = capsys.readouterr().out
+    assert main(argv + ["--codes", str(codes_file)]) == 0
+    assert capsys.readouterr().out == with_embeddings
+
+
+def test_explore_with_codes_writes_the_same_site(files, codes_file):
+    tmp, _, _ = files
+    sites = {}
+    for name, extra in (("encoded", []), ("given", ["--codes", str(codes_file)])):
+        out = tmp / f"site-{name}"
+        assert main(["explore", str(tmp / "model.skdict"), str(tmp / "X.npy"), "--out",
+                     str(out), "--concepts", str(tmp / "bank.npz"), "-q", *extra]) == 0
+        sites[name] = {p.relative_to(out): p.read_bytes() for p in out.rglob("*.js")}
+    assert sites["given"] == sites["encoded"] and len(sites["given"]) >= 4
+
+
+def test_explore_reports_the_site_size(files, capsys):
+    tmp, _, _ = files
+    out = tmp / "site-size"
+    assert main(["explore", str(tmp / "model.skdict"), str(tmp / "X.npy"), "--out",
+                 str(out)]) == 0
+    n_files = sum(1 for p in out.rglob("*") if p.is_file())
+    n_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    assert f"({n_files} files, {n_bytes / 2**20:.1f} MB;" in capsys.readouterr().err
+
+
+def test_scikit_learn_models_are_scored_and_explored(files, capsys):
+    """Their inverse_transform refuses sparse codes; the commands decode them anyway."""
+    from sklearn.decomposition import MiniBatchDictionaryLearning
+
+    tmp, X, _ = files
+    mbdl = MiniBatchDictionaryLearning(16, transform_algorithm="omp",
+                                       transform_n_nonzero_coefs=2, max_iter=3,
+                                       random_state=0).fit(X)
+    skdict.save(mbdl, tmp / "mbdl.skdict")
+    assert main(["score", str(tmp / "mbdl.skdict"), str(tmp / "X.npy"), "-q"]) == 0
+    X_hat = mbdl.inverse_transform(mbdl.transform(X))
+    value = metrics.signal_recovered(X, X_hat)
+    assert re.search(rf"^signal recovered\s+{value:.3f}\s", capsys.readouterr().out, re.M)
+    assert main(["explore", str(tmp / "mbdl.skdict"), str(tmp / "X.npy"), "--out",
+                 str(tmp / "mbdl-site"), "-q"]) == 0
+    assert (tmp / "mbdl-site" / "data" / "overview.js").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["score", "{tmp}/model.skdict", "{tmp}/X.npy", "--codes", "{tmp}/short_codes.npz"],
+     "--codes '{tmp}/short_codes.npz' has shape (239, 16) but must have 240 rows (the "
+     "embeddings) and 16 columns (the model's atoms)"),
+    (["explore", "{tmp}/model.skdict", "{tmp}/X.npy", "--out", "{tmp}/s", "--codes",
+      "{tmp}/wide_codes.npz"], "has shape (240, 17) but must have 240 rows"),
+    (["describe", "{tmp}/model.skdict", "--concepts", "{tmp}/bank.npz", "--codes",
+      "{tmp}/wide_codes.npz"], "has shape (240, 17) but must have 16 columns"),
+    (["score", "{tmp}/model.skdict", "{tmp}/X.npy", "--codes", "{tmp}/X.npz"],
+     "cannot read --codes '{tmp}/X.npz' as codes written by 'skdict encode'"),
+    (["score", "{tmp}/model.skdict", "{tmp}/X.npy", "--codes", "{tmp}/none.npz"],
+     "codes file '{tmp}/none.npz' does not exist"),
+])
+def test_codes_that_do_not_fit_exit_2(files, codes_file, argv, message, capsys):
+    tmp, _, _ = files
+    assert main([a.format(tmp=tmp) for a in argv] + ["-q"]) == 2
+    err = capsys.readouterr().err
+    assert message.format(tmp=tmp) in err
+    assert err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_quiet_prints_nothing(files, capsys):
@@ -447,15 +509,13 @@ def test_a_failed_write_keeps_the_previous_files(files, tmp_path, monkeypatch):
 
     def dies_half_way(file, *args, **kwargs):
         file.write(b"partial")
-        raise KeyboardInterrupt  # what a SIGINT raises; SIGTERM kills before any cleanup
+        raise KeyboardInterrupt  # what a SIGINT raises
 
     monkeypatch.setattr(np.lib.format, "write_array", dies_half_way)
-    with pytest.raises(KeyboardInterrupt):
-        main(["fit", str(tmp / "X.npy"), "--n-components", "4", "--n-nonzero", "1",
-              "--max-iter", "1", "-o", str(model), "-q"])
+    assert main(["fit", str(tmp / "X.npy"), "--n-components", "4", "--n-nonzero", "1",
+                 "--max-iter", "1", "-o", str(model), "-q"]) == 130
     monkeypatch.setattr(sp, "save_npz", lambda file, *a, **k: dies_half_way(file))
-    with pytest.raises(KeyboardInterrupt):
-        main(["encode", str(model), str(tmp / "X.npy"), "-o", str(codes), "-q"])
+    assert main(["encode", str(model), str(tmp / "X.npy"), "-o", str(codes), "-q"]) == 130
     assert model.read_bytes() == before
     assert codes.read_bytes() == b"previous codes"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["codes.npz", "model.skdict"]
@@ -473,13 +533,14 @@ def test_sigterm_during_save_keeps_the_previous_model(files, tmp_path):
         "def killed(file, *a, **k):\n"
         "    file.write(b'partial'); os.kill(os.getpid(), signal.SIGTERM)\n"
         "np.lib.format.write_array = killed\n"
-        f"main(['fit', {str(tmp / 'X.npy')!r}, '--n-components', '4', '--n-nonzero', '1',"
-        f" '--max-iter', '1', '-o', {str(model)!r}, '-q'])\n"
+        f"raise SystemExit(main(['fit', {str(tmp / 'X.npy')!r}, '--n-components', '4', "
+        f"'--n-nonzero', '1', '--max-iter', '1', '-o', {str(model)!r}, '-q']))\n"
     )
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True)
-    assert result.returncode == -15  # killed by SIGTERM, with no chance to clean up
+    assert result.returncode == 143  # 128 + SIGTERM, after removing the temporary file
     assert model.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.skdict"]
 
 
 LABELS = ["plain", "a\u2028b", "c\x85d", "e\ff", "", "last\r"]

@@ -87,7 +87,7 @@ def test_timm_embedder_bad_input(digits):
 @pytest.fixture(scope="module")
 def clip(torch_one_thread):
     pytest.importorskip("open_clip")
-    return CLIPEmbedder("ViT-B-32", device="cpu").fit()
+    return CLIPEmbedder("ViT-B-32", pretrained="random", device="cpu").fit()
 
 
 def test_clip_embeds_images_and_texts(clip):
@@ -119,6 +119,8 @@ def test_clip_bad_input(clip, tmp_path):
         CLIPEmbedder("ViT-Q-99").fit()
     with pytest.raises(FileNotFoundError, match="neither an existing checkpoint"):
         CLIPEmbedder("ViT-B-32", pretrained=str(tmp_path / "missing.pt")).fit()
+    with pytest.raises(ValueError, match="no weights: set pretrained to an open_clip tag"):
+        CLIPEmbedder("ViT-B-32").fit()
     with pytest.raises(ValueError, match=r"\(N, 3, 224, 224\)"):
         clip.transform(np.zeros((1, 1, 224, 224), dtype=np.float32))
     with pytest.raises(ValueError, match="non-empty list of strings"):
@@ -130,3 +132,27 @@ def test_clip_hub_tag_without_network_fails_fast_with_advice():
     pytest.importorskip("open_clip")
     with pytest.raises(RuntimeError, match="pretrained='/path/to/"):
         CLIPEmbedder("ViT-B-32", pretrained="laion2b_s34b_b79k", device="cpu").fit()
+
+
+def test_timm_weights_are_chosen_never_random_by_default(tmp_path):
+    """Random weights only when asked for: pretrained='random', never by default."""
+    from sklearn.base import clone
+
+    with pytest.raises(ValueError, match="no weights: set pretrained to True"):
+        TimmEmbedder("test_vit", device="cpu").fit()
+    with pytest.raises(ValueError, match="pass pretrained='random'"):
+        TimmEmbedder("test_vit", pretrained=False, device="cpu").fit()
+    # Parameters stay as given (validated in fit), so clone and get_params round-trip.
+    assert clone(TimmEmbedder("test_vit")).get_params()["pretrained"] is None
+    random = TimmEmbedder("test_vit", pretrained="random", device="cpu").fit()
+    assert random.get_params()["pretrained"] == "random"
+    weights = tmp_path / "test_vit.pth"
+    torch.save(random.model_.state_dict(), weights)
+    loaded = TimmEmbedder("test_vit", pretrained=weights, device="cpu").fit()
+    images = (np.random.default_rng(0).random((2, 160, 160, 3)) * 255).astype(np.uint8)
+    # Same weights, same batch, same kernels: identical bits.
+    np.testing.assert_array_equal(loaded.transform(images), random.transform(images))
+    with pytest.raises(ValueError, match="does not hold weights of model='test_vit2'"):
+        TimmEmbedder("test_vit2", pretrained=weights, device="cpu").fit()
+    with pytest.raises(ValueError, match="model is a module, which keeps its own weights"):
+        TimmEmbedder(make_digits_vit(), pretrained=weights, device="cpu").fit()

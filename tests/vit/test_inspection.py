@@ -16,7 +16,8 @@ from timm.models.vision_transformer import ResPostBlock  # noqa: E402
 from skdict import ClassEmbeddingProjector  # noqa: E402
 from skdict.datasets import load_digits_images, make_digits_vit  # noqa: E402
 from skdict.inspection import (  # noqa: E402
-    class_similarity_change, explain, linear_probe, perturbation_test, value_agreement,
+    class_similarity_change, explain, linear_probe, perturbation_test, perturbed_identifiability,
+    value_agreement,
 )
 
 
@@ -37,26 +38,31 @@ def test_branch_change_rates_are_shares_of_tokens(trained_vit, digits_test):
     assert rates["trained"].attn[0] - rates["random"].attn[0] > 0.3
 
 
-def test_perturbation_test_beats_random_order(trained_vit, digits_test):
+@pytest.mark.parametrize("method, protocol", [("gradient", "authors"),
+                                              ("evidence", "fractions")])
+def test_perturbation_test_beats_random_order(trained_vit, digits_test, method, protocol):
     images, y = digits_test
     proj = ClassEmbeddingProjector(trained_vit, device="cpu", batch_size=512).fit()
-    result = perturbation_test(proj, images[:200], y[:200], random_state=0)
-    assert result.auc_top > result.auc_random > result.auc_bottom
-    # keeping every patch is the plain model
-    assert result.top[-1] == result.bottom[-1] == result.random[-1]
-    heatmaps = explain(proj, images[:5], y[:5])
+    result = perturbation_test(proj, images[:200], y[:200], method=method, protocol=protocol,
+                               n_seeds=3, random_state=0)
+    assert result.auc_negative > result.auc_random > result.auc_positive
+    assert (result.method, result.protocol) == (method, protocol)
+    if protocol == "fractions":  # keeping every patch is the plain model
+        assert result.negative[-1] == result.positive[-1] == result.random[-1]
+    heatmaps = explain(proj, images[:5], y[:5], method=method)
     assert heatmaps.shape == (5, 8, 8)
     assert heatmaps.dtype == np.float32 and np.abs(heatmaps).max() > 0
     # the heatmap of the predicted class is the default
     with torch.no_grad():
         predicted = trained_vit(torch.from_numpy(images[:5])).argmax(1).numpy()
-    np.testing.assert_allclose(explain(proj, images[:5]), explain(proj, images[:5], predicted))
+    np.testing.assert_allclose(explain(proj, images[:5], method=method),
+                               explain(proj, images[:5], predicted, method=method))
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"reg_tokens": 2},
                                     {"global_pool": "avg", "class_token": False}])
 def test_kept_patches_forward_is_the_model_on_those_patches_only(kwargs):
-    from skdict._vit.attribution import kept_logits
+    from skdict._vit.perturbation import kept_logits
 
     # float64 throughout, so that sums taken in another order agree to ~1e-15
     model = tiny_vit(**kwargs).double()
@@ -85,7 +91,8 @@ def test_kept_patches_forward_is_the_model_on_those_patches_only(kwargs):
 def test_inspection_functions_need_a_fitted_projector(digits_test):
     images, y = digits_test
     unfitted = ClassEmbeddingProjector(make_digits_vit(), device="cpu")
-    for function in (class_similarity_change, explain, linear_probe, perturbation_test):
+    for function in (class_similarity_change, explain, linear_probe, perturbation_test,
+                     perturbed_identifiability):
         with pytest.raises(NotFittedError):
             function(unfitted, images[:3], y[:3])
     with pytest.raises(NotFittedError):
@@ -141,9 +148,12 @@ def test_class_similarity_change_is_the_share_of_raised_true_class_logits(init_v
         return np.take_along_axis(states, y[:, None, None, None], axis=-1)[..., 0]
 
     expected_attn = (true_logit("attn") > true_logit("input")).mean(axis=(0, 2))
+    # the block-to-block change: the block output against the block input
+    expected_block = (true_logit("out") > true_logit("input")).mean(axis=(0, 2))
     for reference, start in (("block_input", "input"), ("branch_input", "mid")):
         result = class_similarity_change(proj, x, y, reference=reference)
         np.testing.assert_allclose(result.attn, expected_attn)
+        np.testing.assert_allclose(result.block, expected_block)
         expected_mlp = (true_logit("mlp") > true_logit(start)).mean(axis=(0, 2))
         np.testing.assert_allclose(result.mlp, expected_mlp)
         assert result.attn.shape == (3,)  # block 0 included
@@ -262,7 +272,8 @@ def test_baselines_give_wilcoxon_p_values_of_the_paired_measures():
     assert memories.pvalue.key_value_agreement is None
 
     change = class_similarity_change(proj, x, y, baseline=baseline)
-    assert change.pvalue.attn.shape == change.pvalue.mlp.shape == (3,)
+    assert change.pvalue.attn.shape == change.pvalue.mlp.shape == change.pvalue.block.shape
+    assert change.pvalue.block.shape == (3,)
     assert np.all((change.pvalue.mlp > 0) & (change.pvalue.mlp <= 1))
     with pytest.raises(ValueError, match="same classes"):
         proj.identifiability(x, y, baseline=ClassEmbeddingProjector(tiny_vit(), device="cpu"))
@@ -294,11 +305,14 @@ def test_linear_probe_sees_class_information_the_readout_ignores(trained_vit):
     np.testing.assert_allclose(result.projection.image_tokens, 0.1)
     assert np.all(result.probe.cls > 0.9) and np.all(result.probe.image_tokens > 0.6)
 
-    # the probe of the last block's class token is a plain sklearn fit on its states
+    # the logistic probe of the last block's class token is a plain sklearn fit
+    # on its standardised states
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    result = linear_probe(proj, images, y, probe="logistic", random_state=0)
+    assert result.probe_kind == "logistic"
     hidden = np.stack([h.numpy() for h in hidden_states(trained_vit, images)], axis=1)
     train, test = result.train_index, result.test_index
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=0))

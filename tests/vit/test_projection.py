@@ -247,6 +247,18 @@ def test_bad_input_gives_clear_errors(tmp_path, digits_test):
         rank.project(images[:2])
 
 
+def test_random_weights_only_when_asked_for():
+    """A model name without weights is refused (projecting an untrained network by
+    accident is a silent wrong answer); 'random' is the deliberate choice."""
+    for pretrained in (None, False):
+        with pytest.raises(ValueError, match="random"):
+            ClassEmbeddingProjector("test_vit", pretrained=pretrained).fit()
+    random = ClassEmbeddingProjector("test_vit", pretrained="random", device="cpu").fit()
+    assert random.get_params()["pretrained"] == "random" and random.n_layers_ >= 1
+    with pytest.raises(ValueError, match="keeps its own weights"):
+        ClassEmbeddingProjector(make_digits_vit(), pretrained=True).fit()
+
+
 @pytest.mark.skipif(hub_reachable(), reason="the hub is reachable from this machine")
 def test_hub_weights_without_network_fail_fast_with_advice():
     with pytest.raises(RuntimeError, match="pretrained='/path/to/checkpoint'"):
