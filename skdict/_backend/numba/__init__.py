@@ -1,7 +1,8 @@
 """The numba backend: compiled kernels on the CPU, in host memory.
 
-``pursuit``: batched OMP and MP on the Gram matrix; ``atom_update``: the
-batched rank-1 K-SVD atom updates and the CSR helpers they share.
+``pursuit``: the coder, batched OMP (``omp``) and MP (``mp``) on the Gram
+matrix, over correlations held in ``tiles``; ``atom_update``: the batched
+rank-1 K-SVD atom updates and the CSR helpers they share.
 """
 
 from ..._rows import rows_per_buffer

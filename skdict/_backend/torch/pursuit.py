@@ -1,9 +1,12 @@
 """Batched greedy pursuits on the Gram matrix, on torch tensors (CPU or CUDA).
 
-The same algorithms as the numba kernels in :mod:`skdict._backend.numba.pursuit`, written
-as operations on a whole chunk of rows at once so that they map onto GPU kernels:
-each step picks one atom per row, and the correlations of every row with every
-atom are updated by one batched matrix product.
+The same algorithms as the numba kernels in :mod:`skdict._backend.numba.omp` and
+:mod:`~skdict._backend.numba.mp`, written as operations on a whole chunk of rows at
+once so that they map onto GPU kernels: each step picks one atom per row, and the
+correlations of every row with every atom are updated by one batched matrix
+product. (The numba OMP computes a few steps at a time, on predicted atoms that
+it then checks; here a step is one batched product over the chunk already, so
+the codes are the same without that.)
 
 OMP keeps, per row, ``U = L⁻¹ G[support, :]`` with ``L`` the Cholesky factor of
 ``G[support, support]`` (see the numba module for why): a step gathers the
