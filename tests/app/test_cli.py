@@ -681,6 +681,14 @@ def test_demo_quick_writes_report_and_results(tmp_path):
                    for row in results["rows"] if row[0] == "synthetic"}
     assert specificity["DoubleBatchKSVD"] >= 0.9 * recovery["DoubleBatchKSVD"]
     assert {row[0] for row in results["rows"]} == {"synthetic", "digits ViT"}
+    # the interpretability columns are measured on the digits ViT, for every method
+    digits = [dict(zip(results["columns"], row)) for row in results["rows"]
+              if row[0] == "digits ViT"]
+    assert {"DoubleBatchKSVD", "DoubleBatchKSVD (positive)"} <= {row["method"] for row in digits}
+    for row in digits:
+        # probes above chance (0.5), a share, and most of the ViT's accuracy kept
+        assert 0.5 < row["probe k=5"] <= 1 and 0 <= row["probe k=1"] <= 1
+        assert 0 <= row["stability"] <= 1 and row["accuracy recovered"] > 0.5
     trained = results["identifiability"]["trained ViT"]
     assert trained[-1] > results["identifiability"]["random ViT"][-1] + 0.2
     purity = [atom["purity"] for atom in results["atoms"]]
