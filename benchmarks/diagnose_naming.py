@@ -111,7 +111,7 @@ def main(argv=None):
     parser.add_argument("--atoms", type=int, default=1024)
     parser.add_argument("--out", default="benchmarks/results/real_60k/diagnosis.md")
     args = parser.parse_args(argv)
-    X, bank, _ = _corpus_data(args.n_sentences)
+    X, bank, *_ = _corpus_data(args.n_sentences)
     n_train = int(0.8 * X.shape[0])
     X_train, X_test = X[:n_train], X[n_train:]
     rows = []
