@@ -14,7 +14,8 @@ concepts are far from equally common, plus 20 dB noise) and a held-out set of
    (minibatch read, Gram matrix, the ``X Dᵀ`` GEMM, the pursuit inner loop, the
    atom update, re-seeding), so that the pursuit's cost above its GEMM floor is
    visible, and scales them to 100k rows;
-3. transforms all rows to CSR codes (chunk by chunk, never dense);
+3. transforms all rows to CSR codes (chunk by chunk, never dense): in
+   process with ``--no-evaluate`` or ``--dask``, else as ``skdict encode`` in 5.;
 4. trains a SparseAutoencoder (same latents, same k, default parameters) on the
    same minibatches for the same wall time, one ``partial_fit`` per minibatch,
    scoring the held-out rows after each: the two time-to-quality curves go to
@@ -348,7 +349,11 @@ def main(argv=None):
         held_out = _held_out(model.components_, X_test, args.k, args.backend, args.device)
 
         phases, batch_rows, t_encode, wrong = time_phases(model, X, args)
-        t_transform, codes = _timed(lambda: model.transform(X))
+        # `skdict encode` below is the transform of every row; transform in
+        # process only where nothing else does (or dask needs the codes).
+        in_process = args.no_evaluate or args.dask
+        if in_process:
+            t_transform, codes = _timed(lambda: model.transform(X))
         rss = _peak_rss_gb()
 
         print(f"\nfit: {t_fit / 60:.1f} min, {model.n_iter_} iterations of {batch_rows:,} rows; "
@@ -363,8 +368,9 @@ def main(argv=None):
             print(f"{algorithm.upper()} (GEMM + inner loop) = {seconds / floor:.2f}x its GEMM "
                   f"floor ({args.features} x {args.atoms}, k={args.k})")
         print(f"OMP wrong predictions per row (last chunk): {wrong:.3f}")
-        print(f"transform of {args.rows:,} rows (CSR, {codes.nnz:,} non-zeros): "
-              f"{t_transform / 60:.1f} min; peak RSS {rss:.2f} GB")
+        if in_process:
+            print(f"transform of {args.rows:,} rows (CSR, {codes.nnz:,} non-zeros): "
+                  f"{t_transform / 60:.1f} min; peak RSS {rss:.2f} GB")
 
         if not args.no_evaluate:
             print("after the fit: skdict commands, each in its own process")
