@@ -96,7 +96,7 @@ def diagnose(model, X_train, X_test, bank):
 
 
 def _table(rows):
-    columns = list(rows[0][1])
+    columns = list(rows[0][2])
     lines = ["| model | fit s | " + " | ".join(columns) + " |",
              "|---" * (len(columns) + 2) + "|"]
     for label, seconds, values in rows:

@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -291,10 +292,17 @@ def test_labels_from_a_pipe_are_read(files, tmp_path, X):
 # ---------------------------------------------------------------- 5: signals
 
 
+def _foreground():
+    """Give the child a foreground command's SIGINT: a non-interactive shell starts
+    its background jobs (``make test &``) with SIGINT ignored, which Python then
+    keeps ignored, as a command run under nohup should."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _run(script):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, preexec_fn=_foreground)
 
 
 _KILL_DURING = (
