@@ -209,12 +209,7 @@ class NNOMPCoder(NumbaCoder):
     def support(self, X, algorithm, kmax, thresh2, dep_tol):
         """Code the rows of a chunk (`algorithm` is "omp"); return numpy
         (indices, values, counts)."""
-        n = X.shape[0]
-        alpha0 = X @ self.dictionary.T
-        x2 = np.einsum("ij,ij->i", X, X, dtype=np.float64)
-        indices = np.zeros((n, kmax), dtype=np.int32)
-        values = np.zeros((n, kmax), dtype=X.dtype)
-        counts = np.zeros(n, dtype=np.int64)
+        alpha0, x2, indices, values, counts = self.start(X, kmax)
         nnomp_chunk(alpha0, self.gram, x2, kmax, thresh2, dep_tol, _BITS[X.dtype],
                     indices, values, counts)
         return indices, values, counts

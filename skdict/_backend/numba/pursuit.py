@@ -58,14 +58,21 @@ class NumbaCoder:
         self.blocks = blocks
         self.mispredictions = np.zeros(0, dtype=np.int64)
 
-    def support(self, X, algorithm, kmax, thresh2, dep_tol):
-        """Code the rows of a chunk; return numpy (indices, values, counts)."""
+    def start(self, X, kmax):
+        """What every kernel starts a chunk from: the correlations ``X Dᵀ``, the
+        squared row norms and empty (indices, values, counts) for the codes."""
         n = X.shape[0]
         alpha0 = X @ self.dictionary.T
         x2 = np.einsum("ij,ij->i", X, X, dtype=np.float64)
         indices = np.zeros((n, kmax), dtype=np.int32)
         values = np.zeros((n, kmax), dtype=X.dtype)
         counts = np.zeros(n, dtype=np.int64)
+        return alpha0, x2, indices, values, counts
+
+    def support(self, X, algorithm, kmax, thresh2, dep_tol):
+        """Code the rows of a chunk; return numpy (indices, values, counts)."""
+        n = X.shape[0]
+        alpha0, x2, indices, values, counts = self.start(X, kmax)
         bits_type, mask = _SIGN_BITS[X.dtype]
         args = (alpha0, self.gram, x2, kmax, thresh2, dep_tol, bits_type, mask)
         if algorithm == "mp":
